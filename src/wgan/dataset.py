@@ -1,0 +1,467 @@
+"""Training images from a folder, a CSV list, an LSUN LMDB or memory, as uint8 tensors.
+
+Every source yields ``[C, S, S]`` uint8 tensors: decoded by content (never by file name),
+oriented by EXIF, converted to RGB (or greyscale), the shorter side resized to ``S`` and the
+centre cropped. Scaling to [-1, 1] happens on the training device (``to_model_range``).
+A record that cannot be decoded yields ``None`` and is counted by the collate function.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+
+from wgan.errors import WganError
+
+log = logging.getLogger(__name__)
+
+# Suffixes listed when a folder is scanned; decoding itself always goes by content.
+IMAGE_SUFFIXES = frozenset(
+    ".jpg .jpeg .jpe .png .webp .bmp .gif .tif .tiff .ppm .pgm .pbm .pnm .jfif".split()
+)
+RESAMPLE = Image.Resampling.BICUBIC
+DEFAULT_MAX_PIXELS = 64_000_000  # larger images are refused as possible decompression bombs
+MIN_SIDE = 8  # smaller images are refused as too small to be photos
+
+# note: a truncated file must fail to decode, not decode as a grey-padded image.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class BadImage(Exception):
+    """An image that cannot be used: empty, truncated, undecodable, too small or too large."""
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited over white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, "L")
+    if img.mode == "P" or img.mode in ("LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def decode_image(
+    data: bytes | str | os.PathLike,
+    size: int,
+    channels: int = 3,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft: bool = True,
+) -> np.ndarray:
+    """Decode ``data`` (bytes or a path) to a ``[size, size, channels]`` uint8 array.
+
+    The shorter side is resized to ``size`` and the centre cropped, in one resampling pass
+    over the crop box. With ``draft`` a JPEG is first scaled down in the DCT domain to the
+    smallest power-of-two reduction still at least ``size`` on both sides. Raises
+    ``BadImage`` for anything that cannot be used.
+    """
+    source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise BadImage(f"{w}x{h} pixels is over the limit of {max_pixels}")
+                if min(w, h) < MIN_SIDE:
+                    raise BadImage(f"{w}x{h} is too small")
+                if draft and img.format == "JPEG":
+                    img.draft("RGB" if channels == 3 else "L", (size, size))
+                img = ImageOps.exif_transpose(img)
+                img = _to_rgb(img)
+                if channels == 1:
+                    img = img.convert("L")
+                w, h = img.size
+                side = min(w, h)
+                left, top = (w - side) / 2, (h - side) / 2
+                box = (left, top, left + side, top + side)
+                img = img.resize((size, size), RESAMPLE, box=box)
+                arr = np.asarray(img, dtype=np.uint8)
+    except BadImage:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning, EOFError) as exc:
+        raise BadImage(f"cannot decode: {exc}") from None
+    return arr.reshape(size, size, channels)
+
+
+class ImageSource(torch.utils.data.Dataset):
+    """Base class: a sequence of encoded images with names, decoded on access."""
+
+    def __init__(self, size: int, channels: int = 3) -> None:
+        self.size = size
+        self.channels = channels
+        self._reported: set[int] = set()
+
+    def name(self, index: int) -> str:
+        raise NotImplementedError
+
+    def read(self, index: int) -> bytes | str:
+        """The encoded image (bytes) or a path to it."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """A short name for the run folder."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> torch.Tensor | None:
+        try:
+            data = self.read(index)
+            if isinstance(data, bytes) and not data:
+                raise BadImage("empty record")
+            arr = decode_image(data, self.size, self.channels)
+        except (BadImage, OSError) as exc:
+            if index not in self._reported:  # note: per worker process, so at most once each
+                self._reported.add(index)
+                log.warning("skipping bad image %s: %s", self.name(index), exc)
+            return None
+        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+class ImageFolder(ImageSource):
+    """Every image file under a folder, searched recursively, in sorted order."""
+
+    def __init__(self, root: str | os.PathLike, size: int, channels: int = 3) -> None:
+        super().__init__(size, channels)
+        self.root = Path(root)
+        self.files = sorted(scan_images(self.root))
+        if not self.files:
+            raise WganError(f"no image files found under {self.root}; point --data at a folder "
+                            "of images, a CSV list, an LSUN LMDB folder or a pack file")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def name(self, index: int) -> str:
+        return str(self.root / self.files[index])
+
+    def read(self, index: int) -> str:
+        return str(self.root / self.files[index])
+
+    def describe(self) -> str:
+        return self.root.resolve().name
+
+
+def scan_images(root: Path) -> Iterator[str]:
+    """Relative paths (POSIX style) of files under ``root`` with an image suffix; no hidden ones."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    yield Path(entry.path).relative_to(root).as_posix()
+
+
+def safe_join(root: Path, relative: str, where: str) -> Path:
+    """``root / relative``, refusing absolute paths and ``..`` that would leave ``root``."""
+    rel = Path(relative)
+    if rel.is_absolute() or ".." in rel.parts or relative.startswith(("/", "\\")):
+        raise WganError(f"{where}: path {relative!r} leaves the image root; list paths relative "
+                        "to the root (or pass --allow-outside-root if you trust this list)")
+    return root / rel
+
+
+class CsvImages(ImageSource):
+    """Images listed in a CSV file of ``relative_path,label`` rows below an image root.
+
+    A first row of ``path,label`` (any case) is taken as a header. Paths must stay inside the
+    root unless ``allow_outside_root``.
+    """
+
+    def __init__(
+        self,
+        csv_path: str | os.PathLike,
+        size: int,
+        channels: int = 3,
+        root: str | os.PathLike | None = None,
+        allow_outside_root: bool = False,
+    ) -> None:
+        super().__init__(size, channels)
+        self.csv_path = Path(csv_path)
+        self.root = Path(root) if root is not None else self.csv_path.parent
+        self.paths: list[str] = []
+        self.labels: list[int] = []
+        with open(self.csv_path, newline="", encoding="utf-8") as f:
+            for line_no, row in enumerate(csv.reader(f), start=1):
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if line_no == 1 and row[0].strip().lower() in ("path", "relative_path", "file"):
+                    continue
+                where = f"{self.csv_path}:{line_no}"
+                if len(row) > 2:
+                    raise WganError(f"{where}: expected 'path,label', got {len(row)} fields; "
+                                    "quote paths that contain commas")
+                if not allow_outside_root:
+                    safe_join(self.root, row[0], where)
+                try:
+                    label = int(row[1]) if len(row) == 2 and row[1].strip() else 0
+                except ValueError:
+                    raise WganError(f"{where}: label {row[1]!r} is not an integer") from None
+                self.paths.append(row[0])
+                self.labels.append(label)
+        if not self.paths:
+            raise WganError(f"{self.csv_path} lists no images")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def name(self, index: int) -> str:
+        return str(self.root / self.paths[index])
+
+    def read(self, index: int) -> str:
+        return str(self.root / self.paths[index])
+
+    def describe(self) -> str:
+        return self.csv_path.stem
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(os.environ.get("WGAN_CACHE_DIR") or os.path.join(base, "wgan"))
+
+
+def is_lmdb_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "data.mdb").is_file()
+
+
+def open_lmdb(path: Path):
+    """A read-only LMDB environment that works on read-only folders and in many processes."""
+    import lmdb
+
+    try:
+        return lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
+                         max_readers=2048, subdir=True)
+    except lmdb.Error as exc:
+        raise WganError(f"{path} is not a readable LMDB folder ({exc}); pass the folder that "
+                        "holds data.mdb") from None
+
+
+def lmdb_keys(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> list[bytes]:
+    """All keys of an LMDB, read without touching values, cached on disk by the file's identity.
+
+    The cache lives in ``cache_dir`` (default ``$WGAN_CACHE_DIR`` or ``~/.cache/wgan``), never
+    in the data folder or the working directory, so read-only data works.
+    """
+    path = Path(path)
+    data_file = path / "data.mdb"
+    st = data_file.stat()
+    ident = f"{data_file.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_file = cache / "lmdb-keys" / (hashlib.sha1(ident.encode()).hexdigest() + ".npy")
+    if cache_file.is_file():
+        try:
+            return [bytes(k) for k in np.load(cache_file, allow_pickle=False)]
+        except (OSError, ValueError):
+            log.warning("ignoring unreadable key cache %s", cache_file)
+    env = open_lmdb(path)
+    try:
+        with env.begin(write=False) as txn:
+            keys = list(txn.cursor().iternext(keys=True, values=False))
+    finally:
+        env.close()
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, np.array(keys, dtype=object).astype(bytes), allow_pickle=False)
+        os.replace(tmp, cache_file)
+    except OSError as exc:
+        log.warning("could not cache LMDB keys in %s: %s", cache_file.parent, exc)
+    return keys
+
+
+class LmdbImages(ImageSource):
+    """Images stored as values of an LMDB (LSUN's layout), read directly with no export.
+
+    The environment is opened lazily in each process that reads (each DataLoader worker gets
+    its own), read-only and without a lock file.
+    """
+
+    def __init__(self, path: str | os.PathLike, size: int, channels: int = 3,
+                 cache_dir: str | os.PathLike | None = None) -> None:
+        super().__init__(size, channels)
+        self.path = Path(path)
+        if not is_lmdb_dir(self.path):
+            raise WganError(f"{self.path} is not an LMDB folder (no data.mdb inside)")
+        self.keys = lmdb_keys(self.path, cache_dir)
+        if not self.keys:
+            raise WganError(f"LMDB {self.path} holds no records")
+        self._env = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_env"] = None
+        return state
+
+    def name(self, index: int) -> str:
+        return f"{self.path}[{self.keys[index].decode('ascii', 'replace')}]"
+
+    def read(self, index: int) -> bytes:
+        if self._env is None or self._pid != os.getpid():
+            self._env, self._pid = open_lmdb(self.path), os.getpid()
+        with self._env.begin(write=False, buffers=False) as txn:
+            value = txn.get(self.keys[index])
+        if value is None:
+            raise BadImage("key has no value")
+        return value
+
+    def describe(self) -> str:
+        return self.path.resolve().name
+
+
+class ArrayImages(torch.utils.data.Dataset):
+    """Images already in memory as a ``[N, C, S, S]`` uint8 array (for example the demo digits)."""
+
+    def __init__(self, images: np.ndarray, name: str) -> None:
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError("images must be a uint8 array of shape [N, C, S, S]")
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self._name = name
+        self.size = images.shape[-1]
+        self.channels = images.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+    def describe(self) -> str:
+        return self._name
+
+
+def open_source(
+    path: str | os.PathLike,
+    size: int,
+    channels: int = 3,
+    data_root: str | os.PathLike | None = None,
+    allow_outside_root: bool = False,
+) -> torch.utils.data.Dataset:
+    """The right dataset for ``path``: LMDB folder, CSV list, or a folder of images."""
+    p = Path(path)
+    if not p.exists():
+        raise WganError(f"data path {p} does not exist; pass a folder of images, a CSV list, "
+                        "or an LSUN LMDB folder")
+    if is_lmdb_dir(p):
+        return LmdbImages(p, size, channels)
+    if p.is_file() and p.suffix.lower() == ".csv":
+        return CsvImages(p, size, channels, data_root, allow_outside_root)
+    if p.is_dir():
+        return ImageFolder(p, size, channels)
+    raise WganError(f"cannot read {p} as training data: expected a folder of images, a .csv "
+                    "list, or an LMDB folder holding data.mdb")
+
+
+class InfiniteBatchSampler(torch.utils.data.Sampler):
+    """Endless batches of indices: a fresh seeded permutation each pass over the data.
+
+    The stream is a pure function of ``(seed, length)``, so a run that resumes at ``start``
+    batches sees exactly the batches it would have seen. With ``world_size > 1`` each rank
+    takes every ``world_size``-th index of the global stream, so ranks never share an image
+    within a global batch.
+    """
+
+    def __init__(self, length: int, batch_size: int, seed: int, start: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.length = length
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start = start
+        self.rank = rank
+        self.world_size = world_size
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.length)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # Position in the global stream where this rank's next batch begins.
+        per_global_batch = self.batch_size * self.world_size
+        pos = self.start * per_global_batch + self.rank
+        epoch, offset = divmod(pos, self.length)
+        perm = self._permutation(epoch)
+        batch: list[int] = []
+        while True:
+            batch.append(int(perm[offset]))
+            offset += self.world_size
+            while offset >= self.length:
+                epoch, offset = epoch + 1, offset - self.length
+                perm = self._permutation(epoch)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+
+    def __len__(self) -> int:  # a DataLoader asks; the stream is endless
+        return 2**62
+
+
+def collate_skip_bad(items: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor, int]:
+    """Stack the good images of a batch; return them with the number of bad ones skipped."""
+    good = [x for x in items if x is not None]
+    bad = len(items) - len(good)
+    if not good:
+        return torch.empty(0, dtype=torch.uint8), bad
+    return torch.stack(good), bad
+
+
+def to_model_range(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], done on the training device."""
+    return batch.float().mul_(2.0 / 255.0).sub_(1.0)
+
+
+def from_model_range(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255], rounding to nearest."""
+    return images.detach().float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def batch_stream(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    seed: int,
+    start: int = 0,
+    workers: int = 0,
+    pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[tuple[torch.Tensor, int]]:
+    """Endless ``(uint8 [B, C, S, S] batch, bad images skipped)`` pairs, from batch ``start``.
+
+    In-memory arrays are indexed directly; everything else goes through one DataLoader whose
+    workers live as long as the stream (the sampler never ends, so no epoch restarts).
+    """
+    sampler = InfiniteBatchSampler(len(dataset), batch_size, seed, start, rank, world_size)
+    if isinstance(dataset, ArrayImages):
+        return ((dataset.images[idx], 0) for idx in sampler)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_skip_bad,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    return iter(loader)

@@ -1,0 +1,117 @@
+"""The run folder: numbered creation, the log file, statistics lines and the progress plot."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from wgan.checkpoint import atomic_write
+from wgan.errors import WganError
+
+log = logging.getLogger(__name__)
+STATS_FILE = "stats.jsonl"
+_RUN_RE = re.compile(r"^(\d{5})-")
+
+
+def create_run_dir(outdir: str | os.PathLike, desc: str) -> Path:
+    """A new ``<outdir>/<NNNNN>-<desc>`` folder, numbered after the highest existing one."""
+    outdir = Path(outdir)
+    desc = re.sub(r"[^A-Za-z0-9._-]+", "-", desc).strip("-") or "run"
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WganError(f"cannot create output folder {outdir}: {exc.strerror or exc}") from None
+    if not os.access(outdir, os.W_OK):
+        raise WganError(f"output folder {outdir} is not writable; choose another --outdir")
+    ids = [int(m.group(1)) for p in outdir.iterdir() if (m := _RUN_RE.match(p.name))]
+    run_id = max(ids, default=-1) + 1
+    while True:  # note: mkdir is atomic, so two runs starting together never share a folder
+        path = outdir / f"{run_id:05d}-{desc}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            run_id += 1
+        except OSError as exc:
+            raise WganError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
+
+
+def attach_log_file(run_dir: Path) -> logging.Handler:
+    """Copy the project's log messages into ``<run_dir>/log.txt`` (appending)."""
+    handler = logging.FileHandler(run_dir / "log.txt", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("wgan").addHandler(handler)
+    return handler
+
+
+def write_json(path: Path, data: Any) -> None:
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def append_stats(run_dir: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and fsync, so a crash leaves whole lines only."""
+    line = json.dumps(record, sort_keys=True) + "\n"
+    with open(run_dir / STATS_FILE, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_stats(run_dir: Path) -> list[dict[str, Any]]:
+    """Every complete line of the statistics file (a torn last line is ignored)."""
+    path = Path(run_dir) / STATS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def truncate_stats(run_dir: Path, last_step: int) -> None:
+    """Drop lines after generator step ``last_step`` (written after the state resumed from)."""
+    records = [r for r in read_stats(run_dir) if r.get("step", 0) <= last_step]
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    atomic_write(Path(run_dir) / STATS_FILE, lambda f: f.write(text.encode()))
+
+
+def plot_stats(run_dir: Path) -> Path | None:
+    """``progress.png``: the Wasserstein estimate (the WGAN paper's key curve) and both losses
+    against generator steps. Returns the path, or None when there is nothing to plot."""
+    records = read_stats(run_dir)
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    top.plot(steps, [r["wasserstein"] for r in records], color="tab:blue")
+    top.set_ylabel("Wasserstein estimate")
+    top.set_title(f"{run_dir.name}")
+    top.grid(alpha=0.3)
+    bottom.plot(steps, [r["loss_critic"] for r in records], label="critic loss")
+    bottom.plot(steps, [r["loss_generator"] for r in records], label="generator loss")
+    bottom.set_xlabel("generator steps")
+    bottom.set_ylabel("loss")
+    bottom.legend()
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(run_dir) / "progress.png"
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return path

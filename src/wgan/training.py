@@ -1,0 +1,485 @@
+"""The training loop: Algorithm 1 of the WGAN paper (and its variants) around a small state.
+
+One generator step = ``schedule.critic_steps(step)`` critic steps (each followed at once by
+weight clipping), then one generator step against the clipped critic. Chores (statistics,
+sample grids, snapshots, training states) run between generator steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import resource
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wgan import checkpoint, images, rundir
+from wgan.dataset import batch_stream, to_model_range
+from wgan.errors import WganError
+from wgan.loss import (
+    CriticSchedule,
+    clip_weights_,
+    gan_critic_loss,
+    gan_generator_loss,
+    gradient_penalty,
+    wasserstein_estimate,
+    wgan_critic_loss,
+    wgan_generator_loss,
+)
+from wgan.networks import ModelConfig, build_critic, build_generator
+from wgan.options import TrainOptions
+from wgan.sampling import generate, noise_for_seeds
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(WganError):
+    """A loss or weight became NaN or infinite."""
+
+
+class TooManyBadImages(WganError):
+    """More images failed to decode than ``max_bad_fraction`` allows."""
+
+
+@dataclass
+class Counters:
+    """Progress of a run; saved in every training state."""
+
+    step: int = 0  # generator steps done
+    critic_steps: int = 0
+    images: int = 0  # real images shown to the critic
+    batches: int = 0  # batches drawn from the data stream (its resume position)
+    bad_images: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TickStats:
+    """Sums over the current tick, kept on the device and read once per tick."""
+
+    wasserstein: torch.Tensor | float = 0.0
+    loss_critic: torch.Tensor | float = 0.0
+    loss_generator: torch.Tensor | float = 0.0
+    critic_steps: int = 0
+    generator_steps: int = 0
+    data_wait: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+
+
+def make_optimizer(params, opts: TrainOptions) -> torch.optim.Optimizer:
+    foreach = {"foreach": True}
+    if opts.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=opts.lr, **foreach)
+    return torch.optim.Adam(params, lr=opts.lr, betas=(opts.beta1, opts.beta2), **foreach)
+
+
+class Trainer:
+    """Owns the networks, optimizers, counters and RNG of one run."""
+
+    def __init__(self, opts: TrainOptions, dataset, run_dir: Path) -> None:
+        self.opts = opts
+        self.dataset = dataset
+        self.run_dir = Path(run_dir)
+        self.device = torch.device(opts.resolved_device)
+        self.model_config: ModelConfig = opts.model_config()
+        self.schedule = CriticSchedule(
+            opts.n_critic, bool(opts.warmup), opts.warmup_critic_steps,
+            opts.warmup_generator_steps, opts.warmup_every,
+        )
+
+        # Build the networks from the seed.
+        torch.manual_seed(opts.seed)
+        self.generator = build_generator(self.model_config).to(self.device)
+        self.critic = build_critic(self.model_config).to(self.device)
+        conv = self.model_config.g_arch == "dcgan" or self.model_config.c_arch == "dcgan"
+        self.memory_format = (torch.channels_last if opts.channels_last and conv
+                              else torch.contiguous_format)
+        self.generator.to(memory_format=self.memory_format)
+        self.critic.to(memory_format=self.memory_format)
+        self.ema = copy.deepcopy(self.generator).eval() if opts.ema_decay > 0 else None
+        if self.ema is not None:
+            self.ema.requires_grad_(False)
+        self.opt_g = make_optimizer(self.generator.parameters(), opts)
+        self.opt_c = make_optimizer(self.critic.parameters(), opts)
+        self.critic_params = list(self.critic.parameters())
+
+        # Mixed precision: weights, optimizer state and the clip stay fp32.
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.precision)
+        fp16 = opts.precision == "fp16"
+        self.scaler_c = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=fp16)
+
+        self.noise = torch.Generator(self.device).manual_seed(opts.seed)
+        self.fixed_noise = noise_for_seeds(range(opts.grid_size), opts.nz)
+        self.counters = Counters()
+        self.stop_requested: str | None = None
+        self.last_state: Path | None = None
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": checkpoint.STATE_FORMAT,
+            "options": self.opts.to_dict(),
+            "model": self.model_config.to_dict(),
+            "generator": self.generator.state_dict(),
+            "critic": self.critic.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_c": self.opt_c.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_c": self.scaler_c.state_dict(),
+            "counters": self.counters.to_dict(),
+            "noise_rng": self.noise.get_state(),
+            "fixed_noise": self.fixed_noise,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["model"] != self.model_config.to_dict():
+            raise WganError("the training state was made for a different model; resume with the "
+                            "options saved in its run folder")
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise WganError("the training state has no EMA generator; resume without "
+                                "--ema-decay")
+            self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_c.load_state_dict(state["opt_c"])
+        self.scaler_g.load_state_dict(state["scaler_g"])
+        self.scaler_c.load_state_dict(state["scaler_c"])
+        self.counters = Counters(**state["counters"])
+        self.noise.set_state(state["noise_rng"])
+        self.fixed_noise = state["fixed_noise"]
+
+    def load_weights(self, snapshot: dict[str, Any]) -> None:
+        """Weights only (``--transfer``): counters, optimizers and RNG start fresh."""
+        try:
+            self.generator.load_state_dict(snapshot["generator"])
+            self.critic.load_state_dict(snapshot["critic"])
+        except (KeyError, RuntimeError) as exc:
+            raise WganError(f"--transfer: the checkpoint does not fit this model "
+                            f"({str(exc).splitlines()[0][:160]}); match its size options") from None
+        if self.ema is not None:
+            self.ema.load_state_dict(self.generator.state_dict())
+
+    # ------------------------------------------------------------------ steps
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _latent(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.opts.nz, 1, 1, device=self.device, generator=self.noise)
+
+    def _real(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device, non_blocking=True)
+        real = to_model_range(batch)
+        return real.contiguous(memory_format=self.memory_format) if real.dim() == 4 else real
+
+    def critic_step(self, real: torch.Tensor, tick: TickStats) -> None:
+        """One critic update on a real batch and as many fakes, then the clip."""
+        n = real.shape[0]
+
+        # Draw fakes without building the generator's graph.
+        with torch.no_grad(), self._autocast():
+            fake = self.generator(self._latent(n))
+
+        # Score both and update the critic.
+        with self._autocast():
+            real_scores = self.critic(real)
+            fake_scores = self.critic(fake)
+        if self.opts.loss == "gan":
+            loss = gan_critic_loss(real_scores, fake_scores)
+        else:
+            loss = wgan_critic_loss(real_scores, fake_scores)
+            if self.opts.loss == "wgan-gp":
+                loss = loss + self.opts.gp_weight * gradient_penalty(
+                    self.critic, real, fake, generator=self.noise)
+        self.opt_c.zero_grad(set_to_none=True)
+        self.scaler_c.scale(loss).backward()
+        self.scaler_c.step(self.opt_c)
+        self.scaler_c.update()
+
+        # Clip the critic's weights right after its update, BatchNorm's included.
+        if self.opts.clip > 0:
+            clip_weights_(self.critic_params, self.opts.clip)
+
+        # note: accumulated on the device; read once per tick, so no sync here.
+        with torch.no_grad():
+            tick.wasserstein = tick.wasserstein + wasserstein_estimate(real_scores, fake_scores)
+            tick.loss_critic = tick.loss_critic + loss.detach()
+        tick.critic_steps += 1
+
+    def generator_step(self, tick: TickStats) -> None:
+        """One generator update on a full batch against the (clipped) critic."""
+        self.critic.requires_grad_(False)
+        try:
+            with self._autocast():
+                fake_scores = self.critic(self.generator(self._latent(self.opts.batch_size)))
+            if self.opts.loss == "gan":
+                loss = gan_generator_loss(fake_scores)
+            else:
+                loss = wgan_generator_loss(fake_scores)
+            self.opt_g.zero_grad(set_to_none=True)
+            self.scaler_g.scale(loss).backward()
+            self.scaler_g.step(self.opt_g)
+            self.scaler_g.update()
+        finally:
+            self.critic.requires_grad_(True)
+        if self.ema is not None:
+            self.update_ema()
+        with torch.no_grad():
+            tick.loss_generator = tick.loss_generator + loss.detach()
+        tick.generator_steps += 1
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema = decay * ema + (1 - decay) * weights; buffers (BN statistics) are copied."""
+        ema_params = list(self.ema.parameters())
+        torch._foreach_lerp_(ema_params, list(self.generator.parameters()),
+                             1.0 - self.opts.ema_decay)
+        for e, b in zip(self.ema.buffers(), self.generator.buffers()):
+            e.copy_(b)
+
+    # ------------------------------------------------------------------ loop
+
+    def _next_batch(self, stream, tick: TickStats) -> torch.Tensor:
+        """The next non-empty real batch; counts skipped images and enforces the bad limit."""
+        while True:
+            t0 = time.perf_counter()
+            batch, bad = next(stream)
+            tick.data_wait += time.perf_counter() - t0
+            c = self.counters
+            c.batches += 1
+            c.bad_images += bad
+            if bad:
+                read = c.images + c.bad_images + len(batch)
+                if (read >= min(1000, len(self.dataset))
+                        and c.bad_images > self.opts.max_bad_fraction * read):
+                    raise TooManyBadImages(
+                        f"{c.bad_images} of {read} images read could not be decoded, over "
+                        f"--max-bad-fraction {self.opts.max_bad_fraction}; see log.txt for "
+                        "the files, fix or remove them, or raise the limit")
+            if len(batch):
+                c.images += len(batch)
+                return self._real(batch)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_requested = signal.Signals(signum).name
+        log.warning("%s received: finishing the current step and saving a training state",
+                    self.stop_requested)
+
+    def train(self) -> str:
+        """Train until ``opts.steps``; returns 'done' or the name of the signal that stopped it."""
+        o = self.opts
+        stream = batch_stream(self.dataset, o.batch_size, o.seed, start=self.counters.batches,
+                              workers=o.workers, pin_memory=self.device.type == "cuda")
+        if self.counters.step == 0:
+            self._save_reals()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._start_time = time.perf_counter()
+        tick = TickStats()
+        try:
+            while self.counters.step < o.steps and self.stop_requested is None:
+                for _ in range(self.schedule.critic_steps(self.counters.step)):
+                    self.critic_step(self._next_batch(stream, tick), tick)
+                    self.counters.critic_steps += 1
+                self.generator_step(tick)
+                self.counters.step += 1
+                step = self.counters.step
+                if step % o.tick_every == 0 or step == o.steps or self.stop_requested:
+                    self._end_tick(tick)
+                    tick = TickStats()
+                if o.sample_every and step % o.sample_every == 0:
+                    self.save_samples()
+                if o.snapshot_every and step % o.snapshot_every == 0:
+                    self.save_checkpoints()
+            if tick.generator_steps:
+                self._end_tick(tick)
+            if self.last_state is None or checkpoint.step_of(self.last_state) != self.counters.step:
+                self.save_samples()
+                self.save_checkpoints()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            del stream  # note: ends the DataLoader's worker processes
+        return self.stop_requested or "done"
+
+    def _end_tick(self, tick: TickStats) -> None:
+        """Read the tick's sums (one device sync), check them, log and write one stats line."""
+        c = self.counters
+        n_c, n_g = max(tick.critic_steps, 1), max(tick.generator_steps, 1)
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device)
+                              for v in (tick.wasserstein, tick.loss_critic, tick.loss_generator)])
+        w, lc, lg = (values.cpu() / torch.tensor([n_c, n_c, n_g])).tolist()
+        if not all(math.isfinite(v) for v in (w, lc, lg)):
+            where = f"; the last good state is {self.last_state}" if self.last_state else ""
+            raise TrainingDiverged(f"training diverged by generator step {c.step} (critic loss "
+                                   f"{lc}, generator loss {lg}); nothing was saved{where}")
+        elapsed = time.perf_counter() - tick.start
+        record = {
+            "step": c.step,
+            "images": c.images,
+            "critic_steps": c.critic_steps,
+            "wasserstein": w,
+            "loss_critic": lc,
+            "loss_generator": lg,
+            "sec_per_step": elapsed / n_g,
+            "data_wait": tick.data_wait / max(elapsed, 1e-9),
+            "bad_images": c.bad_images,
+            "time": time.perf_counter() - self._start_time,
+            "mem_cpu_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+        if self.device.type == "cuda":
+            record["mem_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        rundir.append_stats(self.run_dir, record)
+        mem = record.get("mem_gpu_mb", record["mem_cpu_mb"])
+        log.info("step %*d/%d  kimg %8.1f  W %9.5f  loss_c %9.5f  loss_g %9.5f  "
+                 "s/step %6.3f  wait %3.0f%%  mem %5.0fMB  bad %d",
+                 len(str(self.opts.steps)), c.step, self.opts.steps, c.images / 1000, w, lc, lg,
+                 record["sec_per_step"], 100 * record["data_wait"], mem, c.bad_images)
+
+    # ------------------------------------------------------------------ chores
+
+    def _save_reals(self) -> None:
+        stream = batch_stream(self.dataset, self.opts.grid_size, self.opts.seed + 1)
+        batch, _ = next(stream)
+        del stream
+        images.save_png(images.grid(batch), self.run_dir / "reals.png")
+
+    def sample_generator(self) -> nn.Module:
+        return self.ema if self.ema is not None else self.generator
+
+    def save_samples(self) -> None:
+        fakes = generate(self.sample_generator(), self.fixed_noise)
+        path = self.run_dir / f"fakes{self.counters.step:07d}.png"
+        images.save_png(images.grid(fakes), path)
+
+    def snapshot_dict(self) -> dict[str, Any]:
+        return {
+            "format": checkpoint.SNAPSHOT_FORMAT,
+            "model": self.model_config.to_dict(),
+            "generator": self.sample_generator().state_dict(),
+            "critic": self.critic.state_dict(),
+            "step": self.counters.step,
+            "images": self.counters.images,
+        }
+
+    def save_checkpoints(self) -> None:
+        """A network snapshot and a full training state for the current step; old states pruned."""
+        step = self.counters.step
+        checkpoint.save(self.snapshot_dict(), self.run_dir / f"network-snapshot-{step:07d}.pt")
+        state_path = self.run_dir / f"training-state-{step:07d}.pt"
+        checkpoint.save(self.state_dict(), state_path)
+        self.last_state = state_path
+        checkpoint.prune(self.run_dir, "training-state", self.opts.keep_states)
+        rundir.plot_stats(self.run_dir)
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The generator of a snapshot or training state, in eval mode."""
+    data = checkpoint.load(path, (checkpoint.SNAPSHOT_FORMAT, checkpoint.STATE_FORMAT))
+    cfg = ModelConfig.from_dict(data["model"])
+    generator = build_generator(cfg)
+    weights = data.get("ema") or data["generator"]
+    try:
+        generator.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise WganError(f"{path}: weights do not match the model they claim "
+                        f"({str(exc).splitlines()[0][:160]})") from None
+    return generator.to(device).eval()
+
+
+
+# Options that may change when a run resumes; anything else would make it a different run.
+RESUMABLE = frozenset({
+    "steps", "workers", "tick_every", "sample_every", "snapshot_every", "keep_states",
+    "max_bad_fraction", "data", "data_root", "allow_outside_root", "device",
+})
+
+
+def resume_options(state_path: Path, flags: dict[str, Any]) -> tuple[TrainOptions, dict]:
+    """The options saved in a training state, with the flags that may change applied."""
+    from wgan.options import resolve
+
+    state = checkpoint.load(state_path, checkpoint.STATE_FORMAT)
+    saved = dict(state["options"])
+    saved.pop("resolved_device", None)
+    for name, value in flags.items():
+        if value is None or value == saved.get(name):
+            continue
+        if name not in RESUMABLE:
+            flag = "--" + name.replace("_", "-")
+            raise WganError(f"{flag} cannot change when resuming (the run used "
+                            f"{saved.get(name)!r}); start a new run with --transfer instead")
+        saved[name] = value
+    return resolve(TrainOptions(**saved)), state
+
+
+def run_training(
+    opts: TrainOptions | None,
+    dataset=None,
+    resume: str | Path | None = None,
+    transfer: str | Path | None = None,
+    resume_flags: dict[str, Any] | None = None,
+) -> tuple[Path, str]:
+    """Train a run end to end; returns its folder and how it ended ('done' or a signal name).
+
+    ``dataset`` defaults to opening ``opts.data``. With ``resume`` (a run folder or training
+    state) the saved options are used and the run goes on in its own folder.
+    """
+    from wgan.dataset import open_source
+
+    state = None
+    if resume is not None:
+        state_path = checkpoint.find_state(resume)
+        opts, state = resume_options(state_path, resume_flags or {})
+        run_dir = state_path.parent
+    if dataset is None:
+        if not opts.data:
+            raise WganError("--data is required: a folder of images, a CSV list or an LMDB folder")
+        dataset = open_source(opts.data, opts.image_size, opts.channels, opts.data_root,
+                              opts.allow_outside_root)
+    if state is None:
+        run_dir = rundir.create_run_dir(opts.outdir, opts.desc)
+        rundir.write_json(run_dir / "training_options.json", opts.to_dict())
+    handler = rundir.attach_log_file(run_dir)
+    try:
+        trainer = Trainer(opts, dataset, run_dir)
+        if state is not None:
+            trainer.load_state_dict(state)
+            trainer.last_state = state_path
+            rundir.truncate_stats(run_dir, trainer.counters.step)
+            log.info("resuming %s at generator step %d", run_dir, trainer.counters.step)
+        else:
+            log.info("run folder %s", run_dir)
+            if transfer is not None:
+                trainer.load_weights(checkpoint.load(
+                    transfer, (checkpoint.SNAPSHOT_FORMAT, checkpoint.STATE_FORMAT)))
+                log.info("weights transferred from %s", transfer)
+        log.info("%d training images from %s; %s on %s, %s", len(dataset), dataset.describe(),
+                 opts.loss, opts.resolved_device, opts.precision)
+        ended = trainer.train()
+        if ended != "done":
+            log.warning("stopped by %s at generator step %d; resume with: wgan train --resume %s",
+                        ended, trainer.counters.step, run_dir)
+        else:
+            log.info("done: %d generator steps; samples and snapshots in %s",
+                     trainer.counters.step, run_dir)
+        return run_dir, ended
+    finally:
+        logging.getLogger("wgan").removeHandler(handler)
+        handler.close()
