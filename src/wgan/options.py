@@ -153,8 +153,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "wgan-gp-dcgan": {"loss": "wgan-gp", "beta1": 0.5},
     # The CPU demo on handwritten digits (see README).
     "demo": {
-        "image_size": 16, "channels": 1, "ngf": 32, "ndf": 32, "steps": 3000,
-        "tick_every": 100, "sample_every": 250, "snapshot_every": 1000, "workers": 0,
+        "image_size": 16, "channels": 1, "ngf": 32, "ndf": 32, "steps": 5000,
+        "tick_every": 100, "sample_every": 500, "snapshot_every": 1000, "workers": 0,
     },
 }
 

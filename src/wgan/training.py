@@ -99,19 +99,10 @@ class Trainer:
 
         # Build the networks from the seed.
         torch.manual_seed(opts.seed)
-        self.generator = build_generator(self.model_config).to(self.device)
-        self.critic = build_critic(self.model_config).to(self.device)
         conv = self.model_config.g_arch == "dcgan" or self.model_config.c_arch == "dcgan"
         self.memory_format = (torch.channels_last if opts.channels_last and conv
                               else torch.contiguous_format)
-        self.generator.to(memory_format=self.memory_format)
-        self.critic.to(memory_format=self.memory_format)
-        self.ema = copy.deepcopy(self.generator).eval() if opts.ema_decay > 0 else None
-        if self.ema is not None:
-            self.ema.requires_grad_(False)
-        self.opt_g = make_optimizer(self.generator.parameters(), opts)
-        self.opt_c = make_optimizer(self.critic.parameters(), opts)
-        self.critic_params = list(self.critic.parameters())
+        self.set_networks(build_generator(self.model_config), build_critic(self.model_config))
 
         # Mixed precision: weights, optimizer state and the clip stay fp32.
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.precision)
@@ -124,6 +115,17 @@ class Trainer:
         self.counters = Counters()
         self.stop_requested: str | None = None
         self.last_state: Path | None = None
+
+    def set_networks(self, generator: nn.Module, critic: nn.Module) -> None:
+        """Install the two networks (on the device, in the memory format) and fresh optimizers."""
+        self.generator = generator.to(self.device, memory_format=self.memory_format)
+        self.critic = critic.to(self.device, memory_format=self.memory_format)
+        self.ema = None
+        if self.opts.ema_decay > 0:
+            self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
+        self.opt_g = make_optimizer(self.generator.parameters(), self.opts)
+        self.opt_c = make_optimizer(self.critic.parameters(), self.opts)
+        self.critic_params = list(self.critic.parameters())
 
     # ------------------------------------------------------------------ state
 
