@@ -59,8 +59,16 @@ def main(quiet: bool) -> None:
 
     Start with `wgan demo`, then `wgan train --data PATH`. Each command has --help.
     """
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    if not any(getattr(h, "_wgan_console", False) for h in log.handlers):
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        console._wgan_console = True
+        log.addHandler(console)
+        log.propagate = False
+    for h in log.handlers:
+        if getattr(h, "_wgan_console", False):
+            h.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.setLevel(logging.INFO)
 
 
 def _flags(kwargs: dict) -> dict:
@@ -136,7 +144,7 @@ def demo(outdir, steps, seed, device, dry_run) -> None:
         click.echo(json.dumps(opts.to_dict(), indent=2, sort_keys=True))
         return
     run_dir, _ = run_training(opts, dataset=load_digits(opts.image_size))
-    click.echo(f"samples: {run_dir / 'fakes{:07d}.png'.format(opts.steps)}")
+    click.echo(f"samples: {run_dir / f'fakes{opts.steps:07d}.png'}")
 
 
 @main.command()
@@ -167,7 +175,7 @@ def sample(checkpoint_path, seeds, out, columns, device) -> None:
             click.echo(f"wrote a grid of {len(seed_list)} images to {out_path}")
         else:
             out_path.mkdir(parents=True, exist_ok=True)
-            for s, img in zip(seed_list, fakes):
+            for s, img in zip(seed_list, fakes, strict=True):
                 images.save_png(images.to_pil(img), out_path / f"seed{s:04d}.png")
             click.echo(f"wrote {len(seed_list)} images to {out_path}/")
     except OSError as exc:

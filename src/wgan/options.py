@@ -18,8 +18,13 @@ import torch
 
 from wgan.errors import WganError
 from wgan.loss import LOSSES
-from wgan.networks import ARCHITECTURES, CRITIC_NORMS, GENERATOR_NORMS, ModelConfig
-from wgan.networks import check_image_size
+from wgan.networks import (
+    ARCHITECTURES,
+    CRITIC_NORMS,
+    GENERATOR_NORMS,
+    ModelConfig,
+    check_image_size,
+)
 
 
 def opt(help: str, type: Any = None, choices: tuple | None = None, flag: str | None = None,

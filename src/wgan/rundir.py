@@ -44,7 +44,11 @@ def attach_log_file(run_dir: Path) -> logging.Handler:
     """Copy the project's log messages into ``<run_dir>/log.txt`` (appending)."""
     handler = logging.FileHandler(run_dir / "log.txt", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.getLogger("wgan").addHandler(handler)
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("wgan")
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)  # note: the file keeps INFO even when the console is quiet
+    logger.addHandler(handler)
     return handler
 
 

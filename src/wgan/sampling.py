@@ -30,7 +30,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def noise_for_seeds(seeds: Sequence[int], nz: int) -> torch.Tensor:
-    """``[len(seeds), nz]`` latent codes; row i comes from its own generator seeded with seeds[i]."""
+    """``[len(seeds), nz]`` latent codes; row i comes from a generator seeded with seeds[i]."""
     rows = [torch.randn(nz, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
     return torch.stack(rows) if rows else torch.empty(0, nz)
 

@@ -126,6 +126,10 @@ class Trainer:
         self.opt_g = make_optimizer(self.generator.parameters(), self.opts)
         self.opt_c = make_optimizer(self.critic.parameters(), self.opts)
         self.critic_params = list(self.critic.parameters())
+        if self.opts.clip > 0:
+            # note: clip the fresh critic too, so that no forward pass ever sees weights
+            # outside [-c, c] (the paper's code clamps before every critic step).
+            clip_weights_(self.critic_params, self.opts.clip)
 
     # ------------------------------------------------------------------ state
 
@@ -253,7 +257,7 @@ class Trainer:
         ema_params = list(self.ema.parameters())
         torch._foreach_lerp_(ema_params, list(self.generator.parameters()),
                              1.0 - self.opts.ema_decay)
-        for e, b in zip(self.ema.buffers(), self.generator.buffers()):
+        for e, b in zip(self.ema.buffers(), self.generator.buffers(), strict=True):
             e.copy_(b)
 
     # ------------------------------------------------------------------ loop
@@ -311,8 +315,10 @@ class Trainer:
                     self.save_checkpoints()
             if tick.generator_steps:
                 self._end_tick(tick)
-            if self.last_state is None or checkpoint.step_of(self.last_state) != self.counters.step:
+            # Final samples and state, unless this very step already wrote them.
+            if not (self.run_dir / self._fakes_name()).exists():
                 self.save_samples()
+            if self.last_state is None or checkpoint.step_of(self.last_state) != self.counters.step:
                 self.save_checkpoints()
         finally:
             for s, handler in previous.items():
@@ -366,9 +372,16 @@ class Trainer:
         return self.ema if self.ema is not None else self.generator
 
     def save_samples(self) -> None:
-        fakes = generate(self.sample_generator(), self.fixed_noise)
-        path = self.run_dir / f"fakes{self.counters.step:07d}.png"
-        images.save_png(images.grid(fakes), path)
+        net = self.sample_generator()
+        if self.memory_format is torch.channels_last:
+            # note: a contiguous copy computes exactly what `wgan sample` computes from the
+            # snapshot; channels-last kernels round differently in the last bit.
+            net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+        fakes = generate(net, self.fixed_noise)
+        images.save_png(images.grid(fakes), self.run_dir / self._fakes_name())
+
+    def _fakes_name(self) -> str:
+        return f"fakes{self.counters.step:07d}.png"
 
     def snapshot_dict(self) -> dict[str, Any]:
         return {

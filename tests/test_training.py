@@ -1,0 +1,163 @@
+"""The training loop on real photos: invariants, run folder, exact resume, failures."""
+
+import json
+import os
+import pickle
+import signal
+import threading
+
+import pytest
+import torch
+
+from wgan import checkpoint
+from wgan.errors import WganError
+from wgan.options import build_options
+from wgan.training import Trainer, TrainingDiverged, run_training
+
+TINY = {
+    "image_size": 16, "ngf": 8, "ndf": 8, "batch_size": 8, "workers": 0, "device": "cpu",
+    "tick_every": 2, "sample_every": 3, "snapshot_every": 4, "grid_size": 16,
+    "warmup_critic_steps": 7, "warmup_generator_steps": 2, "warmup_every": 5,
+}
+
+
+def options(data, outdir, **kw):
+    return build_options({**TINY, "data": str(data), "outdir": str(outdir), **kw})
+
+
+def test_critic_weights_stay_clipped(small_flowers, tmp_path):
+    from wgan.dataset import open_source
+
+    opts = options(small_flowers, tmp_path, steps=6)
+    trainer = Trainer(opts, open_source(small_flowers, 16), tmp_path)
+    seen = []
+
+    def check(module, args):
+        seen.append(max(p.abs().max().item() for p in trainer.critic.parameters()))
+
+    trainer.critic.register_forward_pre_hook(check)
+    critic_step = trainer.critic_step
+
+    def checked_critic_step(real, tick):
+        critic_step(real, tick)
+        seen.append(max(p.abs().max().item() for p in trainer.critic.parameters()))
+
+    trainer.critic_step = checked_critic_step
+    trainer.train()
+    # 2 warm-up steps of 7 critic steps, 3 of 5, and step 5 is a warm-up step again.
+    assert trainer.counters.critic_steps == 2 * 7 + 2 * 5 + 7 + 5
+    assert len(seen) > 3 * trainer.counters.critic_steps
+    assert max(seen) <= 0.01
+    # BatchNorm weights start near 1, so the check is not vacuous.
+    bn_weight = next(m.weight for m in trainer.critic.modules()
+                     if isinstance(m, torch.nn.BatchNorm2d))
+    assert bn_weight.abs().max().item() == pytest.approx(0.01)
+
+
+def test_run_folder_is_complete(small_flowers, tmp_path):
+    run_dir, ended = run_training(options(small_flowers, tmp_path, steps=8))
+    assert ended == "done" and run_dir.name == "00000-flowers-wgan-16px"
+    names = {p.name for p in run_dir.iterdir()}
+    for want in ["training_options.json", "log.txt", "stats.jsonl", "reals.png", "progress.png",
+                 "fakes0000003.png", "fakes0000006.png", "fakes0000008.png",
+                 "network-snapshot-0000004.pt", "network-snapshot-0000008.pt",
+                 "training-state-0000008.pt"]:
+        assert want in names, want
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in stats] == [2, 4, 6, 8]
+    assert all(r["images"] > 0 and r["wasserstein"] == -r["loss_critic"] for r in stats)
+    saved = json.loads((run_dir / "training_options.json").read_text())
+    assert saved["lr"] == 5e-5 and saved["clip"] == 0.01 and saved["optimizer"] == "rmsprop"
+    assert "step 8/8" in (run_dir / "log.txt").read_text()
+    # A second run never reuses the folder.
+    again, _ = run_training(options(small_flowers, tmp_path, steps=1))
+    assert again.name.startswith("00001-")
+
+
+def weights(path):
+    state = checkpoint.load(path, checkpoint.STATE_FORMAT)
+    return state["generator"], state["critic"], state
+
+
+@pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.9}])
+def test_resume_is_bitwise_exact(small_flowers, tmp_path, extra):
+    straight, _ = run_training(options(small_flowers, tmp_path / "a", steps=10, **extra))
+    half, _ = run_training(options(small_flowers, tmp_path / "b", steps=5, **extra))
+    resumed, ended = run_training(None, resume=half, resume_flags={"steps": 10})
+    assert resumed == half and ended == "done"
+    g1, c1, s1 = weights(straight / "training-state-0000010.pt")
+    g2, c2, s2 = weights(half / "training-state-0000010.pt")
+    for a, b in [(g1, g2), (c1, c2)] + ([(s1["ema"], s2["ema"])] if extra else []):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), "weights differ after resume"
+    assert s1["counters"] == s2["counters"]
+    steps = [json.loads(x)["step"] for x in (half / "stats.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 5, 6, 8, 10]  # no step missing or repeated
+
+
+def test_resume_refuses_changed_model(small_flowers, tmp_path):
+    run_dir, _ = run_training(options(small_flowers, tmp_path, steps=2))
+    with pytest.raises(WganError, match="--ngf cannot change"):
+        run_training(None, resume=run_dir, resume_flags={"ngf": 16})
+
+
+def test_sigint_saves_a_state_and_stops(small_flowers, tmp_path):
+    opts = options(small_flowers, tmp_path, steps=100_000, snapshot_every=0)
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    run_dir, ended = run_training(opts)
+    timer.cancel()
+    assert ended == "SIGINT"
+    state = checkpoint.newest_state(run_dir)
+    assert state is not None
+    step = checkpoint.load(state, checkpoint.STATE_FORMAT)["counters"]["step"]
+    assert 0 < step < 100_000
+
+
+def test_nan_in_critic_stops_the_run_without_saving(small_flowers, tmp_path):
+    from wgan.dataset import open_source
+
+    opts = options(small_flowers, tmp_path, steps=20, snapshot_every=4, tick_every=4)
+    trainer = Trainer(opts, open_source(small_flowers, 16), tmp_path)
+    original = trainer.generator_step
+
+    def poisoned(tick):
+        original(tick)
+        if trainer.counters.step == 5:
+            with torch.no_grad():
+                next(trainer.critic.parameters()).fill_(float("nan"))
+
+    trainer.generator_step = poisoned
+    with pytest.raises(TrainingDiverged, match=r"by generator step 8.*training-state-0000004"):
+        trainer.train()
+    assert [p.name for p in checkpoint.list_files(tmp_path, "training-state")] == [
+        "training-state-0000004.pt"]
+
+
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_checkpoint_that_runs_code_is_refused(tmp_path, monkeypatch, writer):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pt"
+    payload = {"format": checkpoint.SNAPSHOT_FORMAT, "x": Boom()}
+    if writer == "pickle":
+        with open(evil, "wb") as f:
+            pickle.dump(payload, f, protocol=2)
+    else:
+        torch.save(payload, evil)
+    with pytest.raises(WganError, match="refusing to load"):
+        checkpoint.load(evil, checkpoint.SNAPSHOT_FORMAT)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_user_errors_are_clear(tmp_path):
+    with pytest.raises(WganError, match="--c-norm batch cannot"):
+        build_options({"loss": "wgan-gp", "c_norm": "batch"})
+    with pytest.raises(WganError, match="--image-size"):
+        build_options({"image_size": 48})
+    with pytest.raises(WganError, match="does not exist"):
+        run_training(build_options({"data": str(tmp_path / "none"), "outdir": str(tmp_path)}))
