@@ -124,6 +124,10 @@ class TrainOptions:
     grid_size: int = field(default=64, metadata=opt("Images in each sample grid."))
     max_bad_fraction: float = field(default=0.01, metadata=opt(
         "Stop when more than this share of images read so far could not be decoded."))
+    on_divergence: str = field(default="stop", metadata=opt(
+        "When a loss turns NaN or infinite: stop, or roll back to the last training state "
+        "with fresh noise (at most --max-rollbacks times).", choices=("stop", "rollback")))
+    max_rollbacks: int = field(default=3, metadata=opt("Roll-backs allowed in one process."))
 
     # Filled in by resolve().
     resolved_device: str = field(default="", metadata=opt("", cli=False))

@@ -115,6 +115,7 @@ class Trainer:
         self.counters = Counters()
         self.stop_requested: str | None = None
         self.last_state: Path | None = None
+        self.rollbacks = 0
 
     def set_networks(self, generator: nn.Module, critic: nn.Module) -> None:
         """Install the two networks (on the device, in the memory format) and fresh optimizers."""
@@ -307,8 +308,17 @@ class Trainer:
                 self.counters.step += 1
                 step = self.counters.step
                 if step % o.tick_every == 0 or step == o.steps or self.stop_requested:
-                    self._end_tick(tick)
+                    try:
+                        self._end_tick(tick)
+                    except TrainingDiverged:
+                        if not self._roll_back():
+                            raise
+                        stream = batch_stream(self.dataset, o.batch_size, o.seed,
+                                              start=self.counters.batches, workers=o.workers,
+                                              pin_memory=self.device.type == "cuda")
                     tick = TickStats()
+                    if self.counters.step != step:
+                        continue  # rolled back: no chores for the abandoned step
                 if o.sample_every and step % o.sample_every == 0:
                     self.save_samples()
                 if o.snapshot_every and step % o.snapshot_every == 0:
@@ -325,6 +335,23 @@ class Trainer:
                 signal.signal(s, handler)
             del stream  # note: ends the DataLoader's worker processes
         return self.stop_requested or "done"
+
+    def _roll_back(self) -> bool:
+        """Reload the last good state with fresh noise; False when that is not allowed."""
+        o = self.opts
+        if o.on_divergence != "rollback" or self.last_state is None:
+            return False
+        if self.rollbacks >= o.max_rollbacks:
+            log.error("diverged again after %d roll-backs; giving up", self.rollbacks)
+            return False
+        self.load_state_dict(checkpoint.load(self.last_state, checkpoint.STATE_FORMAT))
+        self.rollbacks += 1
+        # note: the same noise would replay the same divergence, so draw different noise.
+        self.noise.manual_seed(o.seed + 1_000_003 * self.rollbacks)
+        rundir.truncate_stats(self.run_dir, self.counters.step)
+        log.warning("loss diverged; rolled back to %s (roll-back %d of %d)", self.last_state,
+                    self.rollbacks, o.max_rollbacks)
+        return True
 
     def _end_tick(self, tick: TickStats) -> None:
         """Read the tick's sums (one device sync), check them, log and write one stats line."""
@@ -422,7 +449,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.M
 # Options that may change when a run resumes; anything else would make it a different run.
 RESUMABLE = frozenset({
     "steps", "workers", "tick_every", "sample_every", "snapshot_every", "keep_states",
-    "max_bad_fraction", "data", "data_root", "allow_outside_root", "device",
+    "max_bad_fraction", "data", "data_root", "allow_outside_root", "device", "on_divergence",
+    "max_rollbacks",
 })
 
 
