@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wgan import rundir
 from wgan.dataset import collate_skip_bad, default_cache_dir, to_model_range
 from wgan.errors import WganError
 
@@ -361,24 +362,8 @@ class MetricRecord:
 
 def append_record(run_dir: str | os.PathLike, record: MetricRecord) -> Path:
     path = Path(run_dir) / METRIC_FILE.format(record.metric)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record.to_dict(), sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    rundir.append_jsonl(path, record.to_dict())
     return path
-
-
-def read_records(run_dir: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
-    """Every complete line of every ``metric-*.jsonl`` in a run folder, by metric name."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(Path(run_dir).glob("metric-*.jsonl")):
-        name = path.stem.removeprefix("metric-")
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.setdefault(name, []).append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
 
 
 def format_table(records: list[MetricRecord]) -> str:

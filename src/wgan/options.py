@@ -129,6 +129,15 @@ class TrainOptions:
         "with fresh noise (at most --max-rollbacks times).", choices=("stop", "rollback")))
     max_rollbacks: int = field(default=3, metadata=opt("Roll-backs allowed in one process."))
 
+    # Quality metrics measured during training (see docs/metrics.md).
+    metrics: str | None = field(default=None, metadata=opt(
+        "Metrics to measure while training, comma separated: swd, wasserstein, fid, kid "
+        "[default: none].", type=str))
+    metric_every: int | None = field(default=None, metadata=opt(
+        "Generator steps between measurements [default: --snapshot-every].", type=int))
+    metric_num: int = field(default=1024, metadata=opt(
+        "Images per set for metrics measured while training."))
+
     # Filled in by resolve().
     resolved_device: str = field(default="", metadata=opt("", cli=False))
 
@@ -259,6 +268,15 @@ def resolve(o: TrainOptions) -> TrainOptions:
         if not ok:
             flag = "--" + name.replace("_", "-")
             raise WganError(f"{flag} must be {want}, got {getattr(o, name)}")
+    if o.metrics is not None:
+        from wgan.metrics import parse_metrics
+
+        o.metrics = ",".join(parse_metrics(o.metrics)) or None
+    if o.metric_every is None:
+        o.metric_every = o.snapshot_every
+    if o.metric_every < 0 or o.metric_num < 2:
+        raise WganError("--metric-every must be 0 (only at the end) or more, and --metric-num "
+                        "at least 2")
     if o.channels not in (1, 3):
         raise WganError(f"--channels must be 1 or 3, got {o.channels}")
 

@@ -14,6 +14,7 @@ from wgan.errors import WganError
 
 log = logging.getLogger(__name__)
 STATS_FILE = "stats.jsonl"
+METRIC_GLOB = "metric-*.jsonl"
 _RUN_RE = re.compile(r"^(\d{5})-")
 
 
@@ -57,22 +58,21 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def append_stats(run_dir: Path, record: dict[str, Any]) -> None:
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line and fsync, so a crash leaves whole lines only."""
     line = json.dumps(record, sort_keys=True) + "\n"
-    with open(run_dir / STATS_FILE, "a", encoding="utf-8") as f:
+    with open(path, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
 
 
-def read_stats(run_dir: Path) -> list[dict[str, Any]]:
-    """Every complete line of the statistics file (a torn last line is ignored)."""
-    path = Path(run_dir) / STATS_FILE
-    if not path.is_file():
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of a JSON-lines file (a torn last line is ignored)."""
+    if not Path(path).is_file():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
@@ -80,17 +80,38 @@ def read_stats(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+def append_stats(run_dir: Path, record: dict[str, Any]) -> None:
+    append_jsonl(Path(run_dir) / STATS_FILE, record)
+
+
+def read_stats(run_dir: Path) -> list[dict[str, Any]]:
+    return read_jsonl(Path(run_dir) / STATS_FILE)
+
+
+def metric_files(run_dir: Path) -> dict[str, Path]:
+    """``metric-<name>.jsonl`` files of a run folder, by metric name."""
+    return {p.name[len("metric-"):-len(".jsonl")]: p
+            for p in sorted(Path(run_dir).glob(METRIC_GLOB))}
+
+
 def truncate_stats(run_dir: Path, last_step: int) -> None:
-    """Drop lines after generator step ``last_step`` (written after the state resumed from)."""
-    records = [r for r in read_stats(run_dir) if r.get("step", 0) <= last_step]
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    atomic_write(Path(run_dir) / STATS_FILE, lambda f: f.write(text.encode()))
+    """Drop statistics and metric lines after generator step ``last_step`` (written after the
+    state resumed from)."""
+    for path in [Path(run_dir) / STATS_FILE, *metric_files(run_dir).values()]:
+        if not path.is_file():
+            continue
+        records = [r for r in read_jsonl(path) if (r.get("step") or 0) <= last_step]
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        atomic_write(path, lambda f, text=text: f.write(text.encode()))
 
 
 def plot_stats(run_dir: Path) -> Path | None:
-    """``progress.png``: the Wasserstein estimate (the WGAN paper's key curve) and both losses
-    against generator steps. Returns the path, or None when there is nothing to plot."""
+    """``progress.png``: the Wasserstein estimate (the WGAN paper's key curve), both losses,
+    and one panel per measured metric (``metric-<name>.jsonl``), against generator steps.
+    Returns the path, or None when there is nothing to plot."""
     records = read_stats(run_dir)
+    metrics = {name: rows for name, path in metric_files(run_dir).items()
+               if (rows := [r for r in read_jsonl(path) if r.get("step") is not None])}
     if not records:
         return None
     import matplotlib
@@ -99,17 +120,25 @@ def plot_stats(run_dir: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in records]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    fig, axes = plt.subplots(2 + len(metrics), 1, figsize=(7, 6 + 2.5 * len(metrics)),
+                             sharex=True, squeeze=False)
+    top, bottom = axes[0, 0], axes[1, 0]
     top.plot(steps, [r["wasserstein"] for r in records], color="tab:blue")
     top.set_ylabel("Wasserstein estimate")
     top.set_title(f"{run_dir.name}")
     top.grid(alpha=0.3)
     bottom.plot(steps, [r["loss_critic"] for r in records], label="critic loss")
     bottom.plot(steps, [r["loss_generator"] for r in records], label="generator loss")
-    bottom.set_xlabel("generator steps")
     bottom.set_ylabel("loss")
     bottom.legend()
     bottom.grid(alpha=0.3)
+    for ax, (name, rows) in zip(axes[2:, 0], metrics.items(), strict=True):
+        ax.plot([r["step"] for r in rows], [r["value"] for r in rows], marker="o",
+                color="tab:green")
+        num = rows[-1].get("num")
+        ax.set_ylabel(f"{name} ({num} images)" if num else name)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("generator steps")
     fig.tight_layout()
     path = Path(run_dir) / "progress.png"
     import io

@@ -116,6 +116,8 @@ class Trainer:
         self.stop_requested: str | None = None
         self.last_state: Path | None = None
         self.rollbacks = 0
+        self.evaluator = None  # built at the first measurement
+        self.last_measured: int | None = None
 
     def set_networks(self, generator: nn.Module, critic: nn.Module) -> None:
         """Install the two networks (on the device, in the memory format) and fresh optimizers."""
@@ -323,6 +325,8 @@ class Trainer:
                     self.save_samples()
                 if o.snapshot_every and step % o.snapshot_every == 0:
                     self.save_checkpoints()
+                if o.metrics and o.metric_every and step % o.metric_every == 0:
+                    self.measure()
             if tick.generator_steps:
                 self._end_tick(tick)
             # Final samples and state, unless this very step already wrote them.
@@ -330,6 +334,9 @@ class Trainer:
                 self.save_samples()
             if self.last_state is None or checkpoint.step_of(self.last_state) != self.counters.step:
                 self.save_checkpoints()
+            if (o.metrics and self.stop_requested is None
+                    and self.last_measured != self.counters.step):
+                self.measure()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -430,6 +437,28 @@ class Trainer:
         checkpoint.prune(self.run_dir, "training-state", self.opts.keep_states)
         rundir.plot_stats(self.run_dir)
 
+    def measure(self) -> None:
+        """Measure ``opts.metrics`` for the current generator; one line per metric in
+        ``metric-<name>.jsonl`` and a fresh progress plot."""
+        from wgan.metrics import EvalSettings, Evaluator, append_record, fake_drawer
+
+        o = self.opts
+        if self.evaluator is None:
+            settings = EvalSettings(tuple(o.metrics.split(",")), o.metric_num, o.seed,
+                                    device=o.resolved_device, batch_size=o.batch_size)
+            self.evaluator = Evaluator(self.dataset, o.data, settings)
+        step = self.counters.step
+        snapshot = f"network-snapshot-{step:07d}.pt"
+        with torch.random.fork_rng(devices=[]):  # note: training's random streams stay as they are
+            records = self.evaluator.measure(
+                fake_drawer(self.sample_generator()), self.critic, step=step, data=o.data,
+                snapshot=snapshot if (self.run_dir / snapshot).exists() else None)
+        for rec in records:
+            append_record(self.run_dir, rec)
+        self.last_measured = step
+        rundir.plot_stats(self.run_dir)
+
+
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The generator of a snapshot or training state, in eval mode."""
@@ -450,7 +479,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.M
 RESUMABLE = frozenset({
     "steps", "workers", "tick_every", "sample_every", "snapshot_every", "keep_states",
     "max_bad_fraction", "data", "data_root", "allow_outside_root", "device", "on_divergence",
-    "max_rollbacks",
+    "max_rollbacks", "metrics", "metric_every", "metric_num",
 })
 
 
