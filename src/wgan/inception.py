@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,11 @@ class InceptionFeatures:
                         "its FID values are not comparable with published ones",
                         self.path, self.sha1, PACKAGE_SHA1)
         try:
-            self.net = torch.jit.load(str(self.path), map_location=self.device).eval()
+            with warnings.catch_warnings():
+                # note: TorchScript is deprecated in favour of torch.export, but this file is
+                # TorchScript, and loading it is the only way in.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.net = torch.jit.load(str(self.path), map_location=self.device).eval()
         except (RuntimeError, ValueError, OSError) as exc:
             raise WganError(f"cannot load {self.path} as a TorchScript network "
                             f"({str(exc).splitlines()[0][:160]}); {HOW_TO_GET}") from None
