@@ -221,3 +221,29 @@ def test_resume_drops_metric_lines_after_the_state(tmp_path):
     assert [r["step"] for r in rundir.read_jsonl(tmp_path / "metric-swd.jsonl")] == [10, 20]
     assert [r["step"] for r in rundir.read_stats(tmp_path)] == [10, 20]
     assert json.loads((tmp_path / "metric-swd.jsonl").read_text().splitlines()[-1])["step"] == 20
+
+
+def test_reference_features_are_cached_by_data_and_options(small_flowers, tmp_path):
+    from wgan.metrics import reference_features
+
+    installed_weights()
+    net = inception.InceptionFeatures()
+    dataset = open_source(small_flowers, 32)
+    first = reference_features(dataset, small_flowers, 3, 0, net, cache_dir=tmp_path / "c")
+    assert first.shape == (3, 2048)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network ran although the features were cached")
+
+    net.__call__ = refuse
+    cached = type("Cached", (), {"sha1": net.sha1, "__call__": refuse, "device": net.device})()
+    again = reference_features(dataset, small_flowers, 3, 0, cached, cache_dir=tmp_path / "c")
+    assert np.array_equal(first, again)
+    # Other options or changed data make a new entry.
+    with pytest.raises(AssertionError, match="network ran"):
+        reference_features(dataset, small_flowers, 3, 1, cached, cache_dir=tmp_path / "c")
+    (small_flowers / "daisy" / "new.jpg").write_bytes((small_flowers / "rose").iterdir()
+                                                       .__next__().read_bytes())
+    with pytest.raises(AssertionError, match="network ran"):
+        reference_features(open_source(small_flowers, 32), small_flowers, 3, 0, cached,
+                           cache_dir=tmp_path / "c")

@@ -405,13 +405,16 @@ class Trainer:
     def sample_generator(self) -> nn.Module:
         return self.ema if self.ema is not None else self.generator
 
-    def save_samples(self) -> None:
+    def sampling_net(self) -> nn.Module:
         net = self.sample_generator()
         if self.memory_format is torch.channels_last:
             # note: a contiguous copy computes exactly what `wgan sample` computes from the
             # snapshot; channels-last kernels round differently in the last bit.
             net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
-        fakes = generate(net, self.fixed_noise)
+        return net
+
+    def save_samples(self) -> None:
+        fakes = generate(self.sampling_net(), self.fixed_noise)
         images.save_png(images.grid(fakes), self.run_dir / self._fakes_name())
 
     def _fakes_name(self) -> str:
@@ -451,7 +454,7 @@ class Trainer:
         snapshot = f"network-snapshot-{step:07d}.pt"
         with torch.random.fork_rng(devices=[]):  # note: training's random streams stay as they are
             records = self.evaluator.measure(
-                fake_drawer(self.sample_generator()), self.critic, step=step, data=o.data,
+                fake_drawer(self.sampling_net()), self.critic, step=step, data=o.data,
                 snapshot=snapshot if (self.run_dir / snapshot).exists() else None)
         for rec in records:
             append_record(self.run_dir, rec)

