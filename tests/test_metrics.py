@@ -247,3 +247,22 @@ def test_reference_features_are_cached_by_data_and_options(small_flowers, tmp_pa
     with pytest.raises(AssertionError, match="network ran"):
         reference_features(open_source(small_flowers, 32), small_flowers, 3, 0, cached,
                            cache_dir=tmp_path / "c")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_state_dict_network_matches_the_torchscript_file(tmp_path):
+    script = torch.jit.load(str(installed_weights()), map_location="cpu").eval()
+    # pytorch-fid's hub file: a state dict in torchvision's layout, with a classifier.
+    state = inception.state_dict_from_torchscript(script)
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1008, 2048), torch.zeros(1008)
+    hub = tmp_path / inception.HUB_FILE
+    torch.save(state, hub)
+    from_hub = inception.InceptionFeatures(hub)
+    images = torch.randint(0, 256, (2, 3, 64, 64), generator=torch.Generator().manual_seed(0),
+                           dtype=torch.uint8)
+    expect = inception.InceptionFeatures()(images)
+    assert np.allclose(from_hub(images), expect, rtol=1e-4, atol=1e-5)
+    # A state dict of something else is refused in one line.
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(WganError, match="does not hold the FID Inception weights"):
+        inception.InceptionFeatures(tmp_path / "other.pth")
