@@ -266,3 +266,23 @@ def test_state_dict_network_matches_the_torchscript_file(tmp_path):
     torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(WganError, match="does not hold the FID Inception weights"):
         inception.InceptionFeatures(tmp_path / "other.pth")
+
+
+@pytest.mark.slow
+def test_measuring_during_training_changes_nothing_in_the_training(small_flowers, tmp_path):
+    from tests.test_training import options, weights
+    from wgan.training import run_training
+
+    plain, _ = run_training(options(small_flowers, tmp_path / "a", steps=8))
+    measured, _ = run_training(options(small_flowers, tmp_path / "b", steps=8,
+                                       metrics="swd,wasserstein", metric_every=4,
+                                       metric_num=16))
+    g1, c1, s1 = weights(plain / "training-state-0000008.pt")
+    g2, c2, s2 = weights(measured / "training-state-0000008.pt")
+    assert all(torch.equal(g1[k], g2[k]) for k in g1) and all(torch.equal(c1[k], c2[k])
+                                                              for k in c1)
+    assert s1["noise_rng"].equal(s2["noise_rng"])
+    swd_lines = rundir.read_jsonl(measured / "metric-swd.jsonl")
+    assert [(r["step"], r["snapshot"]) for r in swd_lines] == [
+        (4, "network-snapshot-0000004.pt"), (8, "network-snapshot-0000008.pt")]
+    assert not (plain / "metric-swd.jsonl").exists()
