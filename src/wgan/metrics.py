@@ -111,12 +111,13 @@ def _neighbourhoods(level: torch.Tensor, count: int, patch: int,
                     gen: torch.Generator) -> torch.Tensor:
     """``[N * count, C * patch * patch]`` descriptors at random places of ``[N, C, H, W]``."""
     n, c, h, w = level.shape
-    ys = torch.randint(0, h - patch + 1, (n, count, 1, 1), generator=gen)
-    xs = torch.randint(0, w - patch + 1, (n, count, 1, 1), generator=gen)
-    offsets = torch.arange(patch)
+    # note: drawn on the CPU from a CPU generator, so places do not depend on the device.
+    ys = torch.randint(0, h - patch + 1, (n, count, 1, 1), generator=gen).to(level.device)
+    xs = torch.randint(0, w - patch + 1, (n, count, 1, 1), generator=gen).to(level.device)
+    offsets = torch.arange(patch, device=level.device)
     rows = ys + offsets.view(1, 1, patch, 1)  # [N, K, P, 1]
     cols = xs + offsets.view(1, 1, 1, patch)  # [N, K, 1, P]
-    which = torch.arange(n).view(n, 1, 1, 1)
+    which = torch.arange(n, device=level.device).view(n, 1, 1, 1)
     patches = level.permute(0, 2, 3, 1)[which, rows, cols]  # [N, K, P, P, C]
     return patches.permute(0, 1, 4, 2, 3).reshape(n * count, c * patch * patch)
 
@@ -130,7 +131,7 @@ def _normalise(desc: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def level_descriptors(images: torch.Tensor, level: int, opts: SwdOptions,
-                      chunk: int = 256) -> torch.Tensor:
+                      chunk: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
     """Normalised descriptors of one pyramid level for uint8 ``[N, C, H, W]`` images.
 
     The neighbourhoods' places depend only on the seed, the level and the image's position in
@@ -139,7 +140,7 @@ def level_descriptors(images: torch.Tensor, level: int, opts: SwdOptions,
     gen = torch.Generator().manual_seed(opts.seed * 1009 + level)
     parts = []
     for start in range(0, len(images), chunk):
-        x = images[start:start + chunk].float()  # note: 0..255, as in the paper
+        x = images[start:start + chunk].to(device).float()  # note: 0..255, as in the paper
         lev = laplacian_pyramid(x, opts.min_res)[level]
         parts.append(_neighbourhoods(lev, opts.neighbourhoods, opts.patch, gen))
     return _normalise(torch.cat(parts), images.shape[1])
@@ -152,7 +153,7 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, directions: int, repeat
     assert a.shape == b.shape, f"sets must be equally large: {tuple(a.shape)} {tuple(b.shape)}"
     total, count = 0.0, 0
     for _ in range(repeats):
-        dirs = torch.randn(a.shape[1], directions, generator=gen)
+        dirs = torch.randn(a.shape[1], directions, generator=gen).to(a.device)
         dirs /= dirs.norm(dim=0, keepdim=True)
         for k in range(0, directions, block):  # note: blocks keep [M, block] projections small
             d = dirs[:, k:k + block]
@@ -172,9 +173,10 @@ class SwdResult:
         return {"value": self.mean, "levels": {str(k): v for k, v in self.levels.items()}}
 
 
-def swd(images_a: torch.Tensor, images_b: torch.Tensor,
-        opts: SwdOptions = SwdOptions()) -> SwdResult:
-    """Sliced Wasserstein distance between two equally large uint8 ``[N, C, S, S]`` sets."""
+def swd(images_a: torch.Tensor, images_b: torch.Tensor, opts: SwdOptions = SwdOptions(),
+        device: str | torch.device = "cpu") -> SwdResult:
+    """Sliced Wasserstein distance between two equally large uint8 ``[N, C, S, S]`` sets,
+    computed on ``device`` (all random draws come from seeded CPU generators)."""
     opts.check()
     if images_a.shape != images_b.shape:
         raise WganError(f"SWD compares equally large sets of equally sized images; got "
@@ -185,8 +187,8 @@ def swd(images_a: torch.Tensor, images_b: torch.Tensor,
     sides = pyramid_sides(images_a.shape[-1], opts.min_res)
     levels = {}
     for i, side in enumerate(sides):
-        da = level_descriptors(images_a, i, opts)
-        db = level_descriptors(images_b, i, opts)
+        da = level_descriptors(images_a, i, opts, device=device)
+        db = level_descriptors(images_b, i, opts, device=device)
         gen = torch.Generator().manual_seed(opts.seed * 1009 + 500 + i)
         levels[side] = opts.scale * sliced_wasserstein(da, db, opts.directions, opts.repeats,
                                                        gen)
@@ -451,7 +453,7 @@ class Evaluator:
             if metric == "swd":
                 reals = self.reals(n)
                 # note: equal set sizes; the reals may be fewer than asked for.
-                result = swd(reals, draw_fakes(len(reals)), self.s.swd)
+                result = swd(reals, draw_fakes(len(reals)), self.s.swd, self.s.device)
                 rec = MetricRecord("swd", result.mean, len(reals),
                                    details={**result.to_dict(), "options": asdict(self.s.swd)})
                 rec.details.pop("value")
