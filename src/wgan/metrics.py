@@ -227,6 +227,8 @@ def kernel_inception_distance(fa: np.ndarray, fb: np.ndarray, subsets: int = 100
     if m < 2:
         raise WganError("KID needs at least 2 images in each set")
     rng = np.random.default_rng(seed)
+    if m == len(fa) == len(fb):
+        subsets = 1  # note: every subset would be the whole of both sets
     values = []
     for _ in range(subsets):
         x = fa[rng.choice(len(fa), m, replace=False)]
