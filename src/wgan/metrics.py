@@ -2,7 +2,7 @@
 KID (with a local FID Inception file), and the critic's Wasserstein estimate on held-out reals.
 
 The sliced Wasserstein distance follows the description in Karras et al. 2018 (progressive
-GAN, appendix D): a Laplacian pyramid of every image down to 16x16, random 7x7 neighbourhoods
+GAN): a Laplacian pyramid of every image down to 16x16, random 7x7 neighbourhoods
 per image and level, descriptors normalised per channel, and the distance between the two
 descriptor sets along random unit directions. One number per level and their mean, times 1e3.
 
