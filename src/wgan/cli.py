@@ -87,17 +87,23 @@ def _flags(kwargs: dict) -> dict:
 @click.option("--transfer", type=click.Path(dir_okay=False),
               help="Start a new run from the weights of a snapshot or state.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved options as JSON and exit.")
+@click.option("--gpus", type=click.IntRange(min=1), default=None,
+              help="Train on this many GPUs of this machine (launches torchrun; --batch-size "
+              "stays the global batch).")
 @_guard
-def train(config_file, resume, transfer, dry_run, **kwargs) -> None:
+def train(config_file, resume, transfer, dry_run, gpus, **kwargs) -> None:
     """Train a WGAN (Algorithm 1 of Arjovsky et al., 2017) on real images.
 
     Each run gets a new numbered folder under --outdir with training_options.json, log.txt,
     stats.jsonl, reals.png, sample grids fakesNNNNNNN.png, progress.png, network snapshots
     and training states.
     """
+    from wgan import distributed
     from wgan.training import run_training
 
     flags = _flags(kwargs)
+    if gpus and gpus > 1 and not dry_run and not distributed.launched_by_torchrun():
+        sys.exit(distributed.launch(gpus, _without_gpus_flag(sys.argv[1:])))
     if resume and transfer:
         raise WganError("--resume and --transfer cannot be used together: --resume goes on "
                         "with a run, --transfer starts a new one from its weights")
@@ -111,14 +117,34 @@ def train(config_file, resume, transfer, dry_run, **kwargs) -> None:
             opts, _ = resume_options(find_state(resume), flags)
             click.echo(json.dumps(opts.to_dict(), indent=2, sort_keys=True))
             return
-        run_training(None, resume=resume, resume_flags=flags)
+        world = distributed.init(flags.get("device") or "auto")
+        try:
+            run_training(None, resume=resume, resume_flags=flags, world=world)
+        finally:
+            distributed.shutdown(world)
         return
     config = load_config_file(config_file) if config_file else None
     opts = build_options(flags, config)
     if dry_run:
         click.echo(json.dumps(opts.to_dict(), indent=2, sort_keys=True))
         return
-    run_training(opts, transfer=transfer)
+    world = distributed.init(opts.device)
+    try:
+        run_training(opts, transfer=transfer, world=world)
+    finally:
+        distributed.shutdown(world)
+
+
+def _without_gpus_flag(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--gpus":
+            skip = True
+        elif not arg.startswith("--gpus="):
+            out.append(arg)
+    return out
 
 
 @main.command()

@@ -124,6 +124,9 @@ class TrainOptions:
     grid_size: int = field(default=64, metadata=opt("Images in each sample grid."))
     max_bad_fraction: float = field(default=0.01, metadata=opt(
         "Stop when more than this share of images read so far could not be decoded."))
+    sync_bn: bool = field(default=False, metadata=opt(
+        "With several GPUs, BatchNorm statistics over the global batch (SyncBatchNorm).",
+        flag="--sync-bn/--no-sync-bn"))
     on_divergence: str = field(default="stop", metadata=opt(
         "When a loss turns NaN or infinite: stop, or roll back to the last training state "
         "with fresh noise (at most --max-rollbacks times).", choices=("stop", "rollback")))

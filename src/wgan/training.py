@@ -23,6 +23,7 @@ from torch import nn
 
 from wgan import checkpoint, images, rundir
 from wgan.dataset import batch_stream, to_model_range
+from wgan.distributed import SINGLE, World, all_reduce_sum, any_rank
 from wgan.errors import WganError
 from wgan.loss import (
     CriticSchedule,
@@ -72,8 +73,30 @@ class TickStats:
     loss_generator: torch.Tensor | float = 0.0
     critic_steps: int = 0
     generator_steps: int = 0
+    images: int = 0  # real images read by this process (summed over ranks at the tick's end)
+    bad_images: int = 0
     data_wait: float = 0.0
     start: float = field(default_factory=time.perf_counter)
+
+
+class CriticPair(nn.Module):
+    """The critic on a real and a fake batch (and WGAN-GP's penalty) in one forward call.
+
+    BatchNorm sees the real and the fake batch separately, as in the paper's code; one
+    forward per backward is also what DistributedDataParallel needs to average gradients.
+    """
+
+    def __init__(self, critic: nn.Module) -> None:
+        super().__init__()
+        self.critic = critic
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        real_scores = self.critic(real)
+        fake_scores = self.critic(fake)
+        penalty = None if alpha is None else gradient_penalty(self.critic, real, fake,
+                                                              alpha=alpha)
+        return real_scores, fake_scores, penalty
 
 
 def make_optimizer(params, opts: TrainOptions) -> torch.optim.Optimizer:
@@ -86,11 +109,18 @@ def make_optimizer(params, opts: TrainOptions) -> torch.optim.Optimizer:
 class Trainer:
     """Owns the networks, optimizers, counters and RNG of one run."""
 
-    def __init__(self, opts: TrainOptions, dataset, run_dir: Path) -> None:
+    def __init__(self, opts: TrainOptions, dataset, run_dir: Path, world: World = SINGLE) -> None:
         self.opts = opts
         self.dataset = dataset
         self.run_dir = Path(run_dir)
+        self.world = world
+        if opts.batch_size % world.size:
+            raise WganError(f"--batch-size {opts.batch_size} must be a multiple of the "
+                            f"{world.size} training processes")
+        self.local_batch = opts.batch_size // world.size
         self.device = torch.device(opts.resolved_device)
+        if world.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", world.local_rank)
         self.model_config: ModelConfig = opts.model_config()
         self.schedule = CriticSchedule(
             opts.n_critic, bool(opts.warmup), opts.warmup_critic_steps,
@@ -127,6 +157,25 @@ class Trainer:
         self.opt_g = make_optimizer(self.generator.parameters(), self.opts)
         self.opt_c = make_optimizer(self.critic.parameters(), self.opts)
         self.critic_params = list(self.critic.parameters())
+        # The modules that train: DDP wrappers across processes, the networks themselves in one.
+        self.critic_pair: nn.Module = CriticPair(self.critic)
+        self.generator_train: nn.Module = self.generator
+        if self.world.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            if self.opts.sync_bn:
+                if self.device.type != "cuda":
+                    raise WganError("--sync-bn needs CUDA devices; on CPUs use --c-norm layer "
+                                    "or none (and --g-norm none) for batch-size-independent "
+                                    "networks")
+                # note: converted in place of the modules; state dict keys stay the same.
+                self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
+                self.critic = nn.SyncBatchNorm.convert_sync_batchnorm(self.critic)
+                self.critic_pair = CriticPair(self.critic)
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.critic_pair = DDP(self.critic_pair, device_ids=ids)
+            self.generator_train = DDP(self.generator, device_ids=ids)
         if self.opts.clip > 0:
             # note: clip the fresh critic too, so that no forward pass ever sees weights
             # outside [-c, c] (the paper's code clamps before every critic step).
@@ -188,8 +237,19 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def _local_share(self, draw: torch.Tensor, n: int) -> torch.Tensor:
+        """This rank's first ``n`` rows of a draw made for the whole global batch.
+
+        note: every rank draws the global batch's noise from the same generator, so the
+        noise stream (and a resumed run) does not depend on the number of processes.
+        """
+        start = self.world.rank * self.local_batch
+        return draw[start:start + n]
+
     def _latent(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.opts.nz, 1, 1, device=self.device, generator=self.noise)
+        z = torch.randn(self.opts.batch_size, self.opts.nz, 1, 1, device=self.device,
+                        generator=self.noise)
+        return self._local_share(z, n)
 
     def _real(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device, non_blocking=True)
@@ -204,17 +264,19 @@ class Trainer:
         with torch.no_grad(), self._autocast():
             fake = self.generator(self._latent(n))
 
-        # Score both and update the critic.
+        # Score both (and the penalty's interpolates) and update the critic.
+        alpha = None
+        if self.opts.loss == "wgan-gp":
+            alpha = torch.rand(self.opts.batch_size, device=self.device, generator=self.noise)
+            alpha = self._local_share(alpha, n)
         with self._autocast():
-            real_scores = self.critic(real)
-            fake_scores = self.critic(fake)
+            real_scores, fake_scores, penalty = self.critic_pair(real, fake, alpha)
         if self.opts.loss == "gan":
             loss = gan_critic_loss(real_scores, fake_scores)
         else:
             loss = wgan_critic_loss(real_scores, fake_scores)
-            if self.opts.loss == "wgan-gp":
-                loss = loss + self.opts.gp_weight * gradient_penalty(
-                    self.critic, real, fake, generator=self.noise)
+            if penalty is not None:
+                loss = loss + self.opts.gp_weight * penalty
         self.opt_c.zero_grad(set_to_none=True)
         self.scaler_c.scale(loss).backward()
         self.scaler_c.step(self.opt_c)
@@ -235,7 +297,7 @@ class Trainer:
         self.critic.requires_grad_(False)
         try:
             with self._autocast():
-                fake_scores = self.critic(self.generator(self._latent(self.opts.batch_size)))
+                fake_scores = self.critic(self.generator_train(self._latent(self.local_batch)))
             if self.opts.loss == "gan":
                 loss = gan_generator_loss(fake_scores)
             else:
@@ -264,58 +326,76 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def _next_batch(self, stream, tick: TickStats) -> torch.Tensor:
-        """The next non-empty real batch; counts skipped images and enforces the bad limit."""
+        """The next non-empty real batch; counts the images skipped as undecodable."""
         while True:
             t0 = time.perf_counter()
             batch, bad = next(stream)
             tick.data_wait += time.perf_counter() - t0
-            c = self.counters
-            c.batches += 1
-            c.bad_images += bad
-            if bad:
-                read = c.images + c.bad_images + len(batch)
-                if (read >= min(1000, len(self.dataset))
-                        and c.bad_images > self.opts.max_bad_fraction * read):
-                    raise TooManyBadImages(
-                        f"{c.bad_images} of {read} images read could not be decoded, over "
-                        f"--max-bad-fraction {self.opts.max_bad_fraction}; see log.txt for "
-                        "the files, fix or remove them, or raise the limit")
+            self.counters.batches += 1
+            tick.bad_images += bad
+            if bad and not self.world.enabled:
+                self._check_bad(self.counters.images + tick.images + len(batch),
+                                self.counters.bad_images + tick.bad_images)
             if len(batch):
-                c.images += len(batch)
+                tick.images += len(batch)
                 return self._real(batch)
+
+    def _check_bad(self, good: int, bad: int) -> None:
+        """Stop once more than ``max_bad_fraction`` of the images read were undecodable."""
+        read = good + bad
+        if read >= min(1000, len(self.dataset)) and bad > self.opts.max_bad_fraction * read:
+            raise TooManyBadImages(
+                f"{bad} of {read} images read could not be decoded, over --max-bad-fraction "
+                f"{self.opts.max_bad_fraction}; see log.txt for the files, fix or remove them, "
+                "or raise the limit")
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_requested = signal.Signals(signum).name
         log.warning("%s received: finishing the current step and saving a training state",
                     self.stop_requested)
 
+    def _stream(self):
+        o = self.opts
+        return batch_stream(self.dataset, self.local_batch, o.seed, start=self.counters.batches,
+                            workers=o.workers, pin_memory=self.device.type == "cuda",
+                            rank=self.world.rank, world_size=self.world.size)
+
+    def _should_stop(self) -> bool:
+        # note: under torchrun a signal reaches the ranks at different steps; agreeing here
+        # (one tiny all-reduce per generator step) makes them all stop after the same step.
+        if self.world.enabled:
+            stop = any_rank(self.stop_requested is not None, self.world, self.device)
+            if stop and self.stop_requested is None:
+                self.stop_requested = "SIGTERM"
+            return stop
+        return self.stop_requested is not None
+
     def train(self) -> str:
         """Train until ``opts.steps``; returns 'done' or the name of the signal that stopped it."""
         o = self.opts
-        stream = batch_stream(self.dataset, o.batch_size, o.seed, start=self.counters.batches,
-                              workers=o.workers, pin_memory=self.device.type == "cuda")
-        if self.counters.step == 0:
+        stream = self._stream()
+        if self.counters.step == 0 and self.world.is_main:
             self._save_reals()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self._start_time = time.perf_counter()
         tick = TickStats()
         try:
-            while self.counters.step < o.steps and self.stop_requested is None:
+            stop = self._should_stop()
+            while self.counters.step < o.steps and not stop:
                 for _ in range(self.schedule.critic_steps(self.counters.step)):
                     self.critic_step(self._next_batch(stream, tick), tick)
                     self.counters.critic_steps += 1
                 self.generator_step(tick)
                 self.counters.step += 1
                 step = self.counters.step
-                if step % o.tick_every == 0 or step == o.steps or self.stop_requested:
+                stop = self._should_stop()
+                if step % o.tick_every == 0 or step == o.steps or stop:
                     try:
                         self._end_tick(tick)
                     except TrainingDiverged:
                         if not self._roll_back():
                             raise
-                        stream = batch_stream(self.dataset, o.batch_size, o.seed,
-                                              start=self.counters.batches, workers=o.workers,
-                                              pin_memory=self.device.type == "cuda")
+                        stream = self._stream()
                     tick = TickStats()
                     if self.counters.step != step:
                         continue  # rolled back: no chores for the abandoned step
@@ -348,7 +428,8 @@ class Trainer:
         self.rollbacks += 1
         # note: the same noise would replay the same divergence, so draw different noise.
         self.noise.manual_seed(o.seed + 1_000_003 * self.rollbacks)
-        rundir.truncate_stats(self.run_dir, self.counters.step)
+        if self.world.is_main:
+            rundir.truncate_stats(self.run_dir, self.counters.step)
         log.warning("loss diverged; rolled back to %s (roll-back %d of %d)", self.last_state,
                     self.rollbacks, o.max_rollbacks)
         return True
@@ -357,9 +438,17 @@ class Trainer:
         """Read the tick's sums (one device sync), check them, log and write one stats line."""
         c = self.counters
         n_c, n_g = max(tick.critic_steps, 1), max(tick.generator_steps, 1)
-        values = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device)
-                              for v in (tick.wasserstein, tick.loss_critic, tick.loss_generator)])
-        w, lc, lg = (values.cpu() / torch.tensor([n_c, n_c, n_g])).tolist()
+        sums = [tick.wasserstein, tick.loss_critic, tick.loss_generator,
+                float(tick.images), float(tick.bad_images)]
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device)
+                              for v in sums])
+        # Sum over ranks: losses are averaged over them, image counts added up.
+        values = all_reduce_sum(values, self.world).cpu()
+        w, lc, lg = (values[:3] / torch.tensor([n_c, n_c, n_g]) / self.world.size).tolist()
+        c.images += int(values[3])
+        c.bad_images += int(values[4])
+        if self.world.enabled and tick.bad_images:
+            self._check_bad(c.images, c.bad_images)
         if not all(math.isfinite(v) for v in (w, lc, lg)):
             where = f"; the last good state is {self.last_state}" if self.last_state else ""
             raise TrainingDiverged(f"training diverged by generator step {c.step} (critic loss "
@@ -380,6 +469,8 @@ class Trainer:
         }
         if self.device.type == "cuda":
             record["mem_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        if not self.world.is_main:
+            return
         rundir.append_stats(self.run_dir, record)
         mem = record.get("mem_gpu_mb", record["mem_cpu_mb"])
         log.info("step %*d/%d  kimg %8.1f  W %9.5f  loss_c %9.5f  loss_g %9.5f  "
@@ -399,6 +490,8 @@ class Trainer:
         return self.ema if self.ema is not None else self.generator
 
     def save_samples(self) -> None:
+        if not self.world.is_main:
+            return
         net = self.sample_generator()
         if self.memory_format is torch.channels_last:
             # note: a contiguous copy computes exactly what `wgan sample` computes from the
@@ -423,10 +516,12 @@ class Trainer:
     def save_checkpoints(self) -> None:
         """A network snapshot and a full training state for the current step; old states pruned."""
         step = self.counters.step
-        checkpoint.save(self.snapshot_dict(), self.run_dir / f"network-snapshot-{step:07d}.pt")
         state_path = self.run_dir / f"training-state-{step:07d}.pt"
-        checkpoint.save(self.state_dict(), state_path)
         self.last_state = state_path
+        if not self.world.is_main:
+            return
+        checkpoint.save(self.snapshot_dict(), self.run_dir / f"network-snapshot-{step:07d}.pt")
+        checkpoint.save(self.state_dict(), state_path)
         checkpoint.prune(self.run_dir, "training-state", self.opts.keep_states)
         rundir.plot_stats(self.run_dir)
 
@@ -450,7 +545,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.M
 RESUMABLE = frozenset({
     "steps", "workers", "tick_every", "sample_every", "snapshot_every", "keep_states",
     "max_bad_fraction", "data", "data_root", "allow_outside_root", "device", "on_divergence",
-    "max_rollbacks",
+    "max_rollbacks", "sync_bn",
 })
 
 
@@ -478,13 +573,19 @@ def run_training(
     resume: str | Path | None = None,
     transfer: str | Path | None = None,
     resume_flags: dict[str, Any] | None = None,
+    world: World = SINGLE,
 ) -> tuple[Path, str]:
     """Train a run end to end; returns its folder and how it ended ('done' or a signal name).
 
     ``dataset`` defaults to opening ``opts.data``. With ``resume`` (a run folder or training
-    state) the saved options are used and the run goes on in its own folder.
+    state) the saved options are used and the run goes on in its own folder. In a world of
+    several processes every rank calls this; only rank 0 writes the run folder.
     """
     from wgan.dataset import open_source
+    from wgan.distributed import broadcast_object
+
+    if not world.is_main:
+        logging.getLogger("wgan").setLevel(logging.WARNING)
 
     state = None
     if resume is not None:
@@ -497,15 +598,19 @@ def run_training(
         dataset = open_source(opts.data, opts.image_size, opts.channels, opts.data_root,
                               opts.allow_outside_root)
     if state is None:
-        run_dir = rundir.create_run_dir(opts.outdir, opts.desc)
-        rundir.write_json(run_dir / "training_options.json", opts.to_dict())
-    handler = rundir.attach_log_file(run_dir)
+        run_dir = None
+        if world.is_main:
+            run_dir = rundir.create_run_dir(opts.outdir, opts.desc)
+            rundir.write_json(run_dir / "training_options.json", opts.to_dict())
+        run_dir = broadcast_object(run_dir, world)
+    handler = rundir.attach_log_file(run_dir) if world.is_main else logging.NullHandler()
     try:
-        trainer = Trainer(opts, dataset, run_dir)
+        trainer = Trainer(opts, dataset, run_dir, world)
         if state is not None:
             trainer.load_state_dict(state)
             trainer.last_state = state_path
-            rundir.truncate_stats(run_dir, trainer.counters.step)
+            if world.is_main:
+                rundir.truncate_stats(run_dir, trainer.counters.step)
             log.info("resuming %s at generator step %d", run_dir, trainer.counters.step)
         else:
             log.info("run folder %s", run_dir)
@@ -514,7 +619,10 @@ def run_training(
                     transfer, (checkpoint.SNAPSHOT_FORMAT, checkpoint.STATE_FORMAT)))
                 log.info("weights transferred from %s", transfer)
         log.info("%d training images from %s; %s on %s, %s", len(dataset), dataset.describe(),
-                 opts.loss, opts.resolved_device, opts.precision)
+                 opts.loss, trainer.device, opts.precision)
+        if world.enabled:
+            log.info("%d processes, %d images per process and step", world.size,
+                     trainer.local_batch)
         ended = trainer.train()
         if ended != "done":
             log.warning("stopped by %s at generator step %d; resume with: wgan train --resume %s",
