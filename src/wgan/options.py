@@ -111,6 +111,10 @@ class TrainOptions:
         choices=("auto", "fp32", "bf16", "fp16")))
     channels_last: bool = field(default=True, metadata=opt(
         "Channels-last memory format for conv nets.", flag="--channels-last/--no-channels-last"))
+    compile: bool = field(default=False, metadata=opt(
+        "torch.compile the networks (minutes of compiling first; falls back to eager when "
+        "the compiler is missing; not with wgan-gp's double backward).",
+        flag="--compile/--no-compile"))
     workers: int = field(default=-1, metadata=opt(
         "Data loader worker processes (-1: one per CPU core, up to 8)."))
 

@@ -176,10 +176,32 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.critic_pair = DDP(self.critic_pair, device_ids=ids)
             self.generator_train = DDP(self.generator, device_ids=ids)
+        self.critic_score: nn.Module = self.critic
+        if self.opts.compile:
+            self._compile()
         if self.opts.clip > 0:
             # note: clip the fresh critic too, so that no forward pass ever sees weights
             # outside [-c, c] (the paper's code clamps before every critic step).
             clip_weights_(self.critic_params, self.opts.clip)
+
+    def _compile(self) -> None:
+        """torch.compile the training modules, or say why not and stay eager."""
+        if self.opts.loss == "wgan-gp":
+            log.warning("--compile: the gradient penalty's double backward cannot be compiled; "
+                        "training eagerly")
+            return
+        try:
+            import torch._dynamo  # noqa: F401
+            import torch._inductor  # noqa: F401
+        except ImportError as exc:
+            log.warning("--compile: the compiler is not available (%s); training eagerly", exc)
+            return
+        # note: the first steps compile (slow); failures at that point fall back to eager
+        # through torch._dynamo's suppress_errors.
+        torch._dynamo.config.suppress_errors = True
+        self.critic_pair = torch.compile(self.critic_pair)
+        self.generator_train = torch.compile(self.generator_train)
+        self.critic_score = torch.compile(self.critic)
 
     # ------------------------------------------------------------------ state
 
@@ -297,7 +319,8 @@ class Trainer:
         self.critic.requires_grad_(False)
         try:
             with self._autocast():
-                fake_scores = self.critic(self.generator_train(self._latent(self.local_batch)))
+                fake = self.generator_train(self._latent(self.local_batch))
+                fake_scores = self.critic_score(fake)
             if self.opts.loss == "gan":
                 loss = gan_generator_loss(fake_scores)
             else:
@@ -545,7 +568,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.M
 RESUMABLE = frozenset({
     "steps", "workers", "tick_every", "sample_every", "snapshot_every", "keep_states",
     "max_bad_fraction", "data", "data_root", "allow_outside_root", "device", "on_divergence",
-    "max_rollbacks", "sync_bn",
+    "max_rollbacks", "sync_bn", "compile", "precision", "channels_last",
 })
 
 
