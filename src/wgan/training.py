@@ -11,6 +11,7 @@ import contextlib
 import copy
 import logging
 import math
+import random
 import resource
 import signal
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -104,6 +106,35 @@ def make_optimizer(params, opts: TrainOptions) -> torch.optim.Optimizer:
     if opts.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=opts.lr, **foreach)
     return torch.optim.Adam(params, lr=opts.lr, betas=(opts.beta1, opts.beta2), **foreach)
+
+
+def global_rng_state() -> dict[str, Any]:
+    """Python's, NumPy's and torch's global generators, as tensors and plain data.
+
+    The loop draws its own noise from ``Trainer.noise`` and the data order is a function of
+    the seed, so these matter only to user code (custom layers, augmentations); they are
+    restored anyway so that nothing random differs after a resume.
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]), "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_global_rng_state(state: dict[str, Any]) -> None:
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda_states)
 
 
 class Trainer:
@@ -219,6 +250,7 @@ class Trainer:
             "scaler_c": self.scaler_c.state_dict(),
             "counters": self.counters.to_dict(),
             "noise_rng": self.noise.get_state(),
+            "global_rng": global_rng_state(),
             "fixed_noise": self.fixed_noise,
         }
 
@@ -239,6 +271,8 @@ class Trainer:
         self.scaler_c.load_state_dict(state["scaler_c"])
         self.counters = Counters(**state["counters"])
         self.noise.set_state(state["noise_rng"])
+        if "global_rng" in state:
+            set_global_rng_state(state["global_rng"])
         self.fixed_noise = state["fixed_noise"]
 
     def load_weights(self, snapshot: dict[str, Any]) -> None:
