@@ -226,5 +226,22 @@ def sample(checkpoint_path, seeds, out, columns, interpolate, walk, frames, fram
         raise WganError(f"cannot write to {out_path}: {exc.strerror or exc}") from None
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="The HTML file to write [default: RUN_DIR/report.html].")
+@click.option("--max-grids", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Sample grids on the slider at most (evenly spaced, the last always shown).")
+@_guard
+def report(run_dir, out, max_grids) -> None:
+    """One self-contained HTML page of a run: options, curves, metrics, sample grids.
+
+    Works on a run that is still training or that stopped early; opens offline.
+    """
+    from wgan.report import write_report
+
+    click.echo(f"wrote {write_report(run_dir, out, max_grids)}")
+
+
 if __name__ == "__main__":
     main()
