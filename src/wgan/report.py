@@ -59,11 +59,11 @@ def read_metrics(run_dir: Path) -> dict[str, list[Curve]]:
     for path in sorted(Path(run_dir).glob("metric-*.jsonl")):
         name = METRIC_RE.match(path.name).group(1)
         series: dict[str, Curve] = {}
-        for record in _json_lines(path):
+        for record in read_metric_records(path):
             step = metric_step(record)
             if step is None:
                 continue
-            for key, value in _numbers(record):
+            for key, value in numbers(record):
                 if key.split("/")[0] in METRIC_META:
                     continue
                 curve = series.setdefault(key, Curve(key, [], []))
@@ -84,7 +84,8 @@ def metric_step(record: dict[str, Any]) -> int | None:
     return None
 
 
-def _json_lines(path: Path) -> list[dict[str, Any]]:
+def read_metric_records(path: Path) -> list[dict[str, Any]]:
+    """The complete JSON-object lines of a file (a torn or damaged line is left out)."""
     records = []
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -101,11 +102,12 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _numbers(record: dict[str, Any], prefix: str = ""):
+def numbers(record: dict[str, Any], prefix: str = ""):
+    """(name, value) for every finite number in a record, nested keys joined by '/'."""
     for key, value in record.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            yield from _numbers(value, name + "/")
+            yield from numbers(value, name + "/")
         elif (isinstance(value, int | float) and not isinstance(value, bool)
               and math.isfinite(value)):
             yield name, float(value)
