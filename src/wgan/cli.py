@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from wgan import __version__
+from wgan import __version__, progress
 from wgan.errors import WganError
 from wgan.options import PRESETS, build_options, load_config_file, option_fields
 from wgan.sampling import WALKS
@@ -54,7 +54,7 @@ def train_option_flags(func):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="wgan")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
 def main(quiet: bool) -> None:
     """Train Wasserstein GANs on image collections (LSUN, folders of photos, CSV lists).
 
@@ -70,6 +70,7 @@ def main(quiet: bool) -> None:
         if getattr(h, "_wgan_console", False):
             h.setLevel(logging.WARNING if quiet else logging.INFO)
     log.setLevel(logging.INFO)
+    progress.set_quiet(quiet)
 
 
 def _flags(kwargs: dict) -> dict:
@@ -210,7 +211,7 @@ def sample(checkpoint_path, seeds, out, columns, interpolate, walk, frames, fram
         click.echo(f"wrote {len(seed_list) - 1} {walk} walks of {frames} images to "
                    + ", ".join(map(str, written)))
         return
-    fakes = generate(generator, noise_for_seeds(seed_list, generator.nz))
+    fakes = generate(generator, noise_for_seeds(seed_list, generator.nz), desc="sampling")
     out_path = Path(out)
     try:
         if out_path.suffix.lower() == ".png":
@@ -219,7 +220,8 @@ def sample(checkpoint_path, seeds, out, columns, interpolate, walk, frames, fram
             click.echo(f"wrote a grid of {len(seed_list)} images to {out_path}")
         else:
             out_path.mkdir(parents=True, exist_ok=True)
-            for s, img in zip(seed_list, fakes, strict=True):
+            for s, img in progress.bar(zip(seed_list, fakes, strict=True), len(seed_list),
+                                       "writing", "img"):
                 images.save_png(images.to_pil(img), out_path / f"seed{s:04d}.png")
             click.echo(f"wrote {len(seed_list)} images to {out_path}/")
     except OSError as exc:

@@ -43,15 +43,18 @@ CHUNK = 16
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
+def generate(generator: nn.Module, z: torch.Tensor, desc: str | None = None) -> torch.Tensor:
     """uint8 ``[N, C, H, W]`` images for latent codes ``z`` ``[N, nz]``, in fp32 and eval mode.
 
     The generator's mode is restored afterwards, and nothing in it changes: eval mode keeps
-    BatchNorm's running statistics as they are.
+    BatchNorm's running statistics as they are. With ``desc``, a progress bar counts images.
     """
+    from wgan import progress
+
     device = next(generator.parameters()).device
     was_training = generator.training
     generator.eval()
+    counter = progress.bar(total=len(z), desc=desc, unit="img", disable=desc is None)
     try:
         out = []
         for start in range(0, len(z), CHUNK):
@@ -61,8 +64,10 @@ def generate(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
                 chunk = torch.cat([chunk, chunk.new_zeros(CHUNK - n, *chunk.shape[1:])])
             images = generator(chunk.to(device, torch.float32))[:n]
             out.append(from_model_range(images).cpu())
+            counter.update(n)
         return torch.cat(out) if out else torch.empty(0, dtype=torch.uint8)
     finally:
+        counter.close()
         generator.train(was_training)
 
 
