@@ -232,7 +232,7 @@ def sample(checkpoint_path, seeds, out, columns, interpolate, walk, frames, fram
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="The HTML file to write [default: RUN_DIR/report.html].")
-@click.option("--max-grids", type=click.IntRange(min=1), default=40, show_default=True,
+@click.option("--max-grids", type=click.IntRange(min=1), default=30, show_default=True,
               help="Sample grids on the slider at most (evenly spaced, the last always shown).")
 @_guard
 def report(run_dir, out, max_grids) -> None:

@@ -342,7 +342,7 @@ CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
        "script-src 'unsafe-inline'")
 
 
-def build_report(run_dir: str | Path, max_grids: int = 40) -> str:
+def build_report(run_dir: str | Path, max_grids: int = 30) -> str:
     """The HTML text of the report of ``run_dir``."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -453,7 +453,8 @@ def build_report(run_dir: str | Path, max_grids: int = 40) -> str:
             "<body>\n" + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, max_grids: int = 40) -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None,
+                 max_grids: int = 30) -> Path:
     """Write the report (default ``<run_dir>/report.html``); returns its path."""
     out = Path(out) if out else Path(run_dir) / "report.html"
     if max_grids < 1:
