@@ -149,7 +149,8 @@ def test_report_of_a_run_still_training(short_run, tmp_path):
 
 PROBE = """<script>
 window.__errors = [];
-addEventListener('error', (e) => __errors.push(String(e.message || e.target.src || e)), true);
+addEventListener('error', (e) => __errors.push(
+  String(e.message || (e.target.src || '').slice(0, 60) || e)), true);
 addEventListener('load', () => {
   const box = (el) => { const r = el.getBoundingClientRect();
                         return [r.left, r.top, r.width, r.height]; };
