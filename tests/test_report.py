@@ -161,8 +161,13 @@ addEventListener('load', () => {
   slider.value = 0; slider.dispatchEvent(new Event('input'));
   const after = shown(), label = document.querySelector('.slider output').textContent;
   slider.value = slider.max; slider.dispatchEvent(new Event('input'));
+  // Hover over the middle of the Wasserstein chart's plot area.
+  const chart = document.getElementById('chart-wasserstein'), r = chart.getBoundingClientRect();
+  chart.dispatchEvent(new MouseEvent('mousemove', {clientX: r.left + 0.55 * r.width,
+                                                   clientY: r.top + r.height / 2}));
+  const readout = chart.querySelector('.readout').textContent;
   const result = {
-    errors: __errors, before, after, label,
+    errors: __errors, before, after, label, readout,
     images: [...document.images].map((i) => ({id: i.id, step: i.dataset.step || null,
       complete: i.complete, w: i.naturalWidth, h: i.naturalHeight})),
     curves: [...document.querySelectorAll('polyline')].map((p) => ({
@@ -214,6 +219,13 @@ def test_report_renders_in_headless_chromium(short_run, tmp_path):
     assert set(curves) == {"wasserstein", "critic", "generator", "s/step", "swd/mean"}
     assert curves["wasserstein"]["n"] == 12 and curves["swd/mean"]["n"] == 2
     assert curves["wasserstein"]["box"][2] > 300 and curves["wasserstein"]["box"][3] > 50
+    # Hovering shows the value of the tick nearest the pointer.
+    stats = {r["step"]: r["wasserstein"] for r in
+             map(json.loads, (short_run / "stats.jsonl").read_text().splitlines())}
+    name, value, at = found["readout"].split()
+    step = int(at.lstrip("@"))
+    assert name == "wasserstein" and 6 <= step <= 18
+    assert float(value) == pytest.approx(stats[step], rel=1e-4)
 
     # The screenshot of the plain page shows the final grid pixel for pixel and the curve.
     shot = tmp_path / "shot.png"
