@@ -199,7 +199,7 @@ def svg_chart(chart_id: str, title: str, curves: list[Curve], xlabel: str = "gen
     curves = [c for c in curves if c.steps]
     if not curves:
         return f'<p class="empty">{html.escape(title)}: no values yet.</p>'
-    left, right, top, bottom = 64, 12, 26, 38
+    left, right, top, bottom = 64, 26, 26, 38
     pw, ph = width - left - right, height - top - bottom
     xs = [x for c in curves for x in c.steps]
     ys = [y for c in curves for y in c.values]
