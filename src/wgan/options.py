@@ -135,6 +135,9 @@ class TrainOptions:
         "When a loss turns NaN or infinite: stop, or roll back to the last training state "
         "with fresh noise (at most --max-rollbacks times).", choices=("stop", "rollback")))
     max_rollbacks: int = field(default=3, metadata=opt("Roll-backs allowed in one process."))
+    tensorboard: bool = field(default=False, metadata=opt(
+        "Also write TensorBoard events (scalars, sample grids) to <run>/tensorboard; needs "
+        "the tensorboard extra.", flag="--tensorboard/--no-tensorboard"))
 
     # Filled in by resolve().
     resolved_device: str = field(default="", metadata=opt("", cli=False))

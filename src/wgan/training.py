@@ -177,6 +177,7 @@ class Trainer:
         self.stop_requested: str | None = None
         self.last_state: Path | None = None
         self.rollbacks = 0
+        self.tensorboard = None  # a wgan.tensorboard.TensorBoardLog when --tensorboard is on
 
     def set_networks(self, generator: nn.Module, critic: nn.Module) -> None:
         """Install the two networks (on the device, in the memory format) and fresh optimizers."""
@@ -529,6 +530,8 @@ class Trainer:
         if not self.world.is_main:
             return
         rundir.append_stats(self.run_dir, record)
+        if self.tensorboard is not None:
+            self.tensorboard.stats(record)
         mem = record.get("mem_gpu_mb", record["mem_cpu_mb"])
         log.info("step %*d/%d  kimg %8.1f  W %9.5f  loss_c %9.5f  loss_g %9.5f  "
                  "s/step %6.3f  wait %3.0f%%  mem %5.0fMB  bad %d",
@@ -541,7 +544,10 @@ class Trainer:
         stream = batch_stream(self.dataset, self.opts.grid_size, self.opts.seed + 1)
         batch, _ = next(stream)
         del stream
-        images.save_png(images.grid(batch), self.run_dir / "reals.png")
+        grid = images.grid(batch)
+        images.save_png(grid, self.run_dir / "reals.png")
+        if self.tensorboard is not None:
+            self.tensorboard.image("samples/reals", grid, 0)
 
     def sample_generator(self) -> nn.Module:
         return self.ema if self.ema is not None else self.generator
@@ -555,7 +561,10 @@ class Trainer:
             # snapshot; channels-last kernels round differently in the last bit.
             net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
         fakes = generate(net, self.fixed_noise)
-        images.save_png(images.grid(fakes), self.run_dir / self._fakes_name())
+        grid = images.grid(fakes)
+        images.save_png(grid, self.run_dir / self._fakes_name())
+        if self.tensorboard is not None:
+            self.tensorboard.image("samples/fixed_noise", grid, self.counters.step)
 
     def _fakes_name(self) -> str:
         return f"fakes{self.counters.step:07d}.png"
@@ -602,7 +611,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.M
 RESUMABLE = frozenset({
     "steps", "workers", "tick_every", "sample_every", "snapshot_every", "keep_states",
     "max_bad_fraction", "data", "data_root", "allow_outside_root", "device", "on_divergence",
-    "max_rollbacks", "sync_bn", "compile", "precision", "channels_last",
+    "max_rollbacks", "sync_bn", "compile", "precision", "channels_last", "tensorboard",
 })
 
 
@@ -649,6 +658,10 @@ def run_training(
         state_path = checkpoint.find_state(resume)
         opts, state = resume_options(state_path, resume_flags or {})
         run_dir = state_path.parent
+    if opts.tensorboard:
+        from wgan.tensorboard import require_tensorboard
+
+        require_tensorboard()
     if dataset is None:
         if not opts.data:
             raise WganError("--data is required: a folder of images, a CSV list or an LMDB folder")
@@ -661,6 +674,7 @@ def run_training(
             rundir.write_json(run_dir / "training_options.json", opts.to_dict())
         run_dir = broadcast_object(run_dir, world)
     handler = rundir.attach_log_file(run_dir) if world.is_main else logging.NullHandler()
+    trainer = None
     try:
         trainer = Trainer(opts, dataset, run_dir, world)
         if state is not None:
@@ -680,6 +694,11 @@ def run_training(
         if world.enabled:
             log.info("%d processes, %d images per process and step", world.size,
                      trainer.local_batch)
+        if opts.tensorboard and world.is_main:
+            from wgan.tensorboard import TensorBoardLog
+
+            trainer.tensorboard = TensorBoardLog(run_dir, trainer.counters.step)
+            log.info("TensorBoard events in %s/tensorboard", run_dir)
         ended = trainer.train()
         if ended != "done":
             log.warning("stopped by %s at generator step %d; resume with: wgan train --resume %s",
@@ -689,5 +708,7 @@ def run_training(
                      trainer.counters.step, run_dir)
         return run_dir, ended
     finally:
+        if trainer is not None and trainer.tensorboard is not None:
+            trainer.tensorboard.close()
         logging.getLogger("wgan").removeHandler(handler)
         handler.close()
