@@ -34,10 +34,17 @@ def test_train_with_swd_then_eval_snapshot(flowers, tmp_path):
     lines = [json.loads(x) for x in (run_dir / "metric-swd.jsonl").read_text().splitlines()]
     assert [(r["step"], r["snapshot"], r["num"]) for r in lines] == [
         (10, "network-snapshot-0000010.pt", 32), (20, "network-snapshot-0000020.pt", 32)]
-    assert all(r["value"] > 0 and set(r["details"]["levels"]) == {"16"} for r in lines)
+    assert all(r["value"] > 0 and set(r["levels"]) == {"16"} for r in lines)
     wasserstein = (run_dir / "metric-wasserstein.jsonl").read_text().splitlines()
     assert len(wasserstein) == 2
     assert (run_dir / "progress.png").stat().st_size > 0
+    # The HTML report charts the measurements, not the settings that come with them.
+    from wgan.report import read_metrics
+
+    curves = read_metrics(run_dir)
+    assert {c.label for c in curves["swd"]} == {"value", "levels/16"}
+    assert [c.steps for c in curves["swd"]] == [[10, 20], [10, 20]]
+    assert {c.label for c in curves["wasserstein"]} == {"value"}
 
     # Measuring the last snapshot again on the same images gives the training-time value.
     snapshot = run_dir / "network-snapshot-0000020.pt"

@@ -169,9 +169,6 @@ class SwdResult:
     levels: dict[int, float]  # side in pixels -> distance times scale
     mean: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"value": self.mean, "levels": {str(k): v for k, v in self.levels.items()}}
-
 
 def swd(images_a: torch.Tensor, images_b: torch.Tensor, opts: SwdOptions = SwdOptions(),
         device: str | torch.device = "cpu") -> SwdResult:
@@ -346,20 +343,25 @@ def critic_wasserstein(critic: nn.Module, reals: torch.Tensor, fakes: torch.Tens
 
 @dataclass
 class MetricRecord:
-    """One metric measured once; one JSON line in ``metric-<name>.jsonl``."""
+    """One metric measured once; one JSON line in ``metric-<name>.jsonl`` (empty fields left
+    out). The numbers that are measurements: ``value``, SWD's ``levels`` and KID's ``std``."""
 
     metric: str
     value: float
-    num: int
+    num: int  # generated images
     snapshot: str | None = None
     step: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
     data: str | None = None
     against: str | None = None
-    seconds: float = 0.0
+    levels: dict[str, float] | None = None  # SWD per pyramid level, keyed by side in pixels
+    std: float | None = None  # KID's deviation over subsets
+    reals: int | None = None  # real images, where it can differ from num
+    weights: str | None = None  # the Inception file
+    options: dict[str, Any] | None = None  # SWD settings
+    sec: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = {k: v for k, v in asdict(self).items() if v is not None}
         out["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         return out
 
@@ -375,9 +377,9 @@ def format_table(records: list[MetricRecord]) -> str:
     rows = [("metric", "value", "details", "images")]
     for r in records:
         if r.metric == "swd":
-            detail = " ".join(f"{k}px:{v:.2f}" for k, v in r.details["levels"].items())
+            detail = " ".join(f"{k}px:{v:.2f}" for k, v in r.levels.items())
         elif r.metric == "kid":
-            detail = f"std {r.details['std']:.5f}"
+            detail = f"std {r.std:.5f}"
         else:
             detail = ""
         rows.append((r.metric, f"{r.value:.5g}", detail, str(r.num)))
@@ -457,20 +459,19 @@ class Evaluator:
                 # note: equal set sizes; the reals may be fewer than asked for.
                 result = swd(reals, draw_fakes(len(reals)), self.s.swd, self.s.device)
                 rec = MetricRecord("swd", result.mean, len(reals),
-                                   details={**result.to_dict(), "options": asdict(self.s.swd)})
-                rec.details.pop("value")
+                                   levels={str(k): v for k, v in result.levels.items()},
+                                   options=asdict(self.s.swd))
             elif metric in ("fid", "kid"):
                 ref = self.reference_features(n)
                 if n not in fake_feats:
                     fake_feats[n] = inception_features(self._inception, draw_fakes(n))
                 fakes = fake_feats[n]
-                details = {"reals": len(ref), "weights": str(self._inception.path)}
+                rec = MetricRecord(metric, 0.0, len(fakes), reals=len(ref),
+                                   weights=str(self._inception.path))
                 if metric == "fid":
-                    value = frechet_distance(*gaussian_stats(ref), *gaussian_stats(fakes))
+                    rec.value = frechet_distance(*gaussian_stats(ref), *gaussian_stats(fakes))
                 else:
-                    value, std = kernel_inception_distance(ref, fakes, seed=self.s.seed)
-                    details["std"] = std
-                rec = MetricRecord(metric, value, len(fakes), details=details)
+                    rec.value, rec.std = kernel_inception_distance(ref, fakes, seed=self.s.seed)
             else:
                 if critic is None:
                     raise WganError("wasserstein needs a checkpoint with a critic; it cannot "
@@ -481,8 +482,8 @@ class Evaluator:
                 rec = MetricRecord("wasserstein", value, len(reals))
             for key, value in where.items():
                 setattr(rec, key, value)
-            rec.seconds = time.perf_counter() - start
-            log.info("%s %.5g (%d images, %.1f s)", metric, rec.value, rec.num, rec.seconds)
+            rec.sec = time.perf_counter() - start
+            log.info("%s %.5g (%d images, %.1f s)", metric, rec.value, rec.num, rec.sec)
             records.append(rec)
         return records
 

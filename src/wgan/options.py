@@ -111,6 +111,10 @@ class TrainOptions:
         choices=("auto", "fp32", "bf16", "fp16")))
     channels_last: bool = field(default=True, metadata=opt(
         "Channels-last memory format for conv nets.", flag="--channels-last/--no-channels-last"))
+    compile: bool = field(default=False, metadata=opt(
+        "torch.compile the networks (minutes of compiling first; falls back to eager when "
+        "the compiler is missing; not with wgan-gp's double backward).",
+        flag="--compile/--no-compile"))
     workers: int = field(default=-1, metadata=opt(
         "Data loader worker processes (-1: one per CPU core, up to 8)."))
 
@@ -124,10 +128,16 @@ class TrainOptions:
     grid_size: int = field(default=64, metadata=opt("Images in each sample grid."))
     max_bad_fraction: float = field(default=0.01, metadata=opt(
         "Stop when more than this share of images read so far could not be decoded."))
+    sync_bn: bool = field(default=False, metadata=opt(
+        "With several GPUs, BatchNorm statistics over the global batch (SyncBatchNorm).",
+        flag="--sync-bn/--no-sync-bn"))
     on_divergence: str = field(default="stop", metadata=opt(
         "When a loss turns NaN or infinite: stop, or roll back to the last training state "
         "with fresh noise (at most --max-rollbacks times).", choices=("stop", "rollback")))
     max_rollbacks: int = field(default=3, metadata=opt("Roll-backs allowed in one process."))
+    tensorboard: bool = field(default=False, metadata=opt(
+        "Also write TensorBoard events (scalars, sample grids) to <run>/tensorboard; needs "
+        "the tensorboard extra.", flag="--tensorboard/--no-tensorboard"))
 
     # Quality metrics measured during training (see docs/metrics.md).
     metrics: str | None = field(default=None, metadata=opt(
@@ -273,6 +283,10 @@ def resolve(o: TrainOptions) -> TrainOptions:
         from wgan.metrics import parse_metrics
 
         o.metrics = ",".join(parse_metrics(o.metrics)) or None
+    if o.metrics and "wasserstein" in o.metrics.split(",") and o.sync_bn:
+        raise WganError("--metrics wasserstein cannot run during training with --sync-bn (its "
+                        "critic would wait for the other processes); measure the snapshots "
+                        "with wgan eval --metrics wasserstein instead")
     if o.metric_every is None:
         o.metric_every = o.snapshot_every
     if o.metric_every < 0 or o.metric_num < 2:
