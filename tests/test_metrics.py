@@ -286,3 +286,27 @@ def test_measuring_during_training_changes_nothing_in_the_training(small_flowers
     assert [(r["step"], r["snapshot"]) for r in swd_lines] == [
         (4, "network-snapshot-0000004.pt"), (8, "network-snapshot-0000008.pt")]
     assert not (plain / "metric-swd.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_measurements_reach_tensorboard_on_the_demo_digits(tmp_path):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("sklearn")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from wgan.demo import load_digits
+    from wgan.options import build_options
+    from wgan.training import run_training
+
+    flags = {"cfg": "demo", "outdir": str(tmp_path), "steps": 8, "tick_every": 4,
+             "sample_every": 4, "snapshot_every": 4, "device": "cpu", "tensorboard": True,
+             "warmup_generator_steps": 1, "warmup_critic_steps": 5, "desc": "digits",
+             "metrics": "swd", "metric_num": 32}
+    run_dir, _ = run_training(build_options(flags), dataset=load_digits(16))
+    lines = rundir.read_jsonl(run_dir / "metric-swd.jsonl")
+    assert [r["step"] for r in lines] == [4, 8] and all(r["num"] == 32 for r in lines)
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("metric/swd/value")]
+    assert logged == [(r["step"], pytest.approx(r["value"], rel=1e-6)) for r in lines]
+    assert "metric/swd/options/seed" not in events.Tags()["scalars"]
