@@ -182,5 +182,92 @@ def sample(checkpoint_path, seeds, out, columns, device) -> None:
         raise WganError(f"cannot write to {out_path}: {exc.strerror or exc}") from None
 
 
+@main.group()
+def lsun() -> None:
+    """Get the LSUN release: download a category's zip, unzip it, export its LMDB to files.
+
+    Training can also read the unzipped LMDB folder directly: wgan train --data FOLDER.
+    """
+
+
+@lsun.command("download")
+@click.option("--category", default="bedroom", show_default=True,
+              help="Scene category, e.g. bedroom, church_outdoor, tower.")
+@click.option("--set", "set_name", type=click.Choice(["train", "val"]), default="train",
+              show_default=True, help="Training or validation set.")
+@click.option("--out", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the zip (and the unzipped LMDB with --unzip).")
+@click.option("--url", "base_url", default=None,
+              help="Base address to download from instead of the LSUN server.")
+@click.option("--unzip", "do_unzip", is_flag=True, help="Unzip into --out once downloaded.")
+@click.option("--retries", type=click.IntRange(0), default=5, show_default=True,
+              help="Times to resume a broken connection before giving up.")
+@_guard
+def lsun_download(category, set_name, out, base_url, do_unzip, retries) -> None:
+    """Download <category>_<set>_lmdb.zip, resuming a partial download.
+
+    Bytes go to a .part file renamed only when the size the server announced has arrived;
+    run the same command again to resume after an interruption.
+    """
+    from wgan import lsun as lsun_mod
+
+    kw = {"base_url": base_url} if base_url else {}
+    path = lsun_mod.download_category(category, set_name, out, retries=retries, **kw)
+    click.echo(f"downloaded {path}")
+    if do_unzip:
+        lsun_mod.unzip(path, out)
+        click.echo(f"unzipped into {out}")
+
+
+@lsun.command("export")
+@click.argument("lmdb_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for the image files.")
+@click.option("--flat", is_flag=True, help="All files in --out, not in a/b/c/ key folders.")
+@click.option("--limit", type=click.IntRange(0), default=None, help="Stop after N records.")
+@click.option("--format", "fmt", type=click.Choice(["keep", "jpeg", "png"]), default="keep",
+              show_default=True, help="keep: the bytes unchanged, named by their real format; "
+              "jpeg/png: re-encoded.")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
+              help="JPEG quality with --format jpeg.")
+@_guard
+def lsun_export(lmdb_dir, out, flat, limit, fmt, quality) -> None:
+    """Write each record of an LSUN LMDB folder to its own image file.
+
+    Resumable: a re-run skips files already written. Records with unsafe keys or bytes that
+    do not decode are skipped and counted.
+    """
+    from wgan.lsun import export
+
+    summary = export(lmdb_dir, out, flat=flat, limit=limit, fmt=fmt, quality=quality)
+    click.echo(f"export: {summary}")
+
+
+@main.command("index")
+@click.argument("image_dir", type=click.Path())
+@click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False),
+              help="The list to write: path,label rows, paths relative to IMAGE_DIR.")
+@click.option("--sample-fraction", type=float, default=None,
+              help="Also write a random sample of this fraction of the images.")
+@click.option("--sample-csv", type=click.Path(dir_okay=False), default=None,
+              help="Where the sample goes (with --sample-fraction).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the sample; the same seed gives the same sample.")
+@click.option("--label", type=int, default=0, show_default=True, help="Label of every row.")
+@click.option("--label-by-folder", is_flag=True,
+              help="Number the top-level folders 0, 1, ... in sorted order and label by them.")
+@click.option("--check-content", is_flag=True,
+              help="Decide by each file's first bytes, not its suffix (one open per file).")
+@_guard
+def index(image_dir, csv_path, sample_fraction, sample_csv, seed, label, label_by_folder,
+          check_content) -> None:
+    """List every image under IMAGE_DIR into a CSV file, in a stable order."""
+    from wgan.index import build_index
+
+    summary = build_index(image_dir, csv_path, sample_fraction, sample_csv, seed, label,
+                          label_by_folder, check_content)
+    click.echo(f"index: {summary}")
+
+
 if __name__ == "__main__":
     main()

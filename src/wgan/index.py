@@ -1,0 +1,218 @@
+"""CSV lists of the images under a folder, with a reproducible random sample.
+
+``build_index`` walks a folder once with ``os.scandir`` (no ``stat`` per file, no ``Path``
+objects), in a stable order (each folder's files sorted, then its subfolders sorted), and
+writes ``path,label`` rows with proper CSV quoting, so paths holding commas, quotes or even
+newlines read back exactly (``wgan.dataset.CsvImages`` reads them). A sample of a given
+fraction is drawn from the listing with a seeded generator: the same seed and the same
+folder give the same sample.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from wgan.checkpoint import atomic_write
+from wgan.dataset import IMAGE_SUFFIXES
+from wgan.errors import WganError
+
+log = logging.getLogger(__name__)
+
+HEADER = ("path", "label")
+
+
+def sniff_image(head: bytes) -> str | None:
+    """The image format that the first bytes of a file announce, or None if not an image."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    if len(head) > 2 and head[0:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():
+        return "ppm"
+    return None
+
+
+def walk_files(root: Path, progress=None) -> Iterator[tuple[str, str]]:
+    """``(relative POSIX path, file name)`` of every non-hidden file under ``root``, stably
+    ordered: a folder's files in sorted order, then each subfolder in sorted order."""
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        folder = os.path.join(root, rel) if rel else root
+        files, dirs = [], []
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.startswith("."):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        dirs.append(name)
+                    else:
+                        files.append(name)
+        except OSError as exc:
+            log.warning("cannot list %s: %s", folder, exc.strerror or exc)
+            continue
+        files.sort()
+        prefix = rel + "/" if rel else ""
+        for name in files:
+            yield prefix + name, name
+        dirs.sort(reverse=True)
+        stack.extend(prefix + d for d in dirs)
+        if progress is not None:
+            progress.update(len(files))
+
+
+@dataclasses.dataclass
+class IndexSummary:
+    """What an indexing run found. ``not_images`` had an image suffix but other bytes (only
+    with content checks); ``unlistable`` had names that are not valid UTF-8."""
+
+    listed: int = 0
+    sampled: int = 0
+    not_images: int = 0
+    unlistable: int = 0
+
+    def __str__(self) -> str:
+        text = f"listed {self.listed} images, sampled {self.sampled}"
+        if self.not_images:
+            text += f", {self.not_images} files whose bytes are not an image"
+        if self.unlistable:
+            text += f", {self.unlistable} names not valid UTF-8 (skipped)"
+        return text
+
+
+def list_images(
+    root: str | os.PathLike,
+    check_content: bool = False,
+    progress: bool = True,
+    summary: IndexSummary | None = None,
+) -> list[str]:
+    """Relative paths of the images under ``root`` in stable order.
+
+    By default a file is an image if its suffix names an image type (any case, every type
+    Pillow reads for training, not only ``.jpg``). With ``check_content`` every file's first
+    bytes decide instead, whatever its name: slower (one open per file) but exact.
+    """
+    from tqdm import tqdm
+
+    root = Path(root)
+    if not root.is_dir():
+        raise WganError(f"{root} is not a folder; pass the folder of exported images")
+    summary = summary if summary is not None else IndexSummary()
+    out: list[str] = []
+    suffixes = IMAGE_SUFFIXES
+    with tqdm(desc="index", unit="file", disable=not progress, mininterval=0.5) as bar:
+        for rel, name in walk_files(root, bar):
+            dot = name.rfind(".")
+            has_suffix = dot > 0 and name[dot:].lower() in suffixes
+            if check_content:
+                try:
+                    with open(os.path.join(root, rel), "rb") as f:
+                        is_image = sniff_image(f.read(16)) is not None
+                except OSError:
+                    is_image = False
+                if not is_image:
+                    summary.not_images += has_suffix
+                    continue
+            elif not has_suffix:
+                continue
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:
+                summary.unlistable += 1
+                continue
+            out.append(rel)
+    if summary.unlistable:
+        log.warning("skipped %d files whose names are not valid UTF-8", summary.unlistable)
+    summary.listed = len(out)
+    return out
+
+
+def sample_indices(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random sample of ``round(fraction * n)`` of ``n`` items."""
+    if not 0.0 < fraction <= 1.0:
+        raise WganError(f"--sample-fraction must be in (0, 1], not {fraction}")
+    k = int(round(fraction * n))
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=k, replace=False)) if k else np.zeros(0, dtype=np.int64)
+
+
+def labels_by_folder(paths: list[str]) -> list[int]:
+    """Label each path by its top-level folder: sorted folder names numbered 0, 1, ...
+
+    Files directly in the root get label 0 with the first folder."""
+    tops = sorted({p.split("/", 1)[0] for p in paths if "/" in p})
+    number = {t: i for i, t in enumerate(tops)}
+    return [number.get(p.split("/", 1)[0], 0) for p in paths]
+
+
+def write_csv(path: str | os.PathLike, paths: list[str], labels: list[int] | int = 0) -> None:
+    """Write ``path,label`` rows (with a header) atomically, quoting as CSV requires."""
+    path = Path(path)
+
+    def write(f) -> None:
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        w = csv.writer(text, lineterminator="\n")
+        w.writerow(HEADER)
+        if isinstance(labels, int):
+            w.writerows((p, labels) for p in paths)
+        else:
+            w.writerows(zip(paths, labels, strict=True))
+        text.flush()
+        text.detach()
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, write)
+    except OSError as exc:
+        raise WganError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def build_index(
+    root: str | os.PathLike,
+    csv_path: str | os.PathLike,
+    sample_fraction: float | None = None,
+    sample_csv: str | os.PathLike | None = None,
+    seed: int = 0,
+    label: int = 0,
+    label_by_folder: bool = False,
+    check_content: bool = False,
+    progress: bool = True,
+) -> IndexSummary:
+    """List the images under ``root`` into ``csv_path``, and a seeded sample into
+    ``sample_csv`` when ``sample_fraction`` is given. Paths are relative to ``root``."""
+    if (sample_fraction is None) != (sample_csv is None):
+        raise WganError("--sample-fraction and --sample-csv go together; give both or neither")
+    if sample_fraction is not None and not 0.0 < sample_fraction <= 1.0:
+        raise WganError(f"--sample-fraction must be in (0, 1], not {sample_fraction}")
+    summary = IndexSummary()
+    paths = list_images(root, check_content, progress, summary)
+    if not paths:
+        raise WganError(f"no images found under {root}")
+    labels: list[int] | int = labels_by_folder(paths) if label_by_folder else label
+    write_csv(csv_path, paths, labels)
+    if sample_fraction is not None:
+        idx = sample_indices(len(paths), sample_fraction, seed)
+        chosen = [paths[i] for i in idx]
+        chosen_labels = labels if isinstance(labels, int) else [labels[i] for i in idx]
+        write_csv(sample_csv, chosen, chosen_labels)
+        summary.sampled = len(chosen)
+    log.debug("index of %s: %s", root, summary)
+    return summary
