@@ -13,9 +13,11 @@ from pathlib import Path
 import lmdb
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
 from wgan import lsun
+from wgan.cli import main
 from wgan.errors import WganError
 from wgan.index import sniff_image
 
@@ -300,3 +302,56 @@ def test_export_missing_and_non_lmdb(tmp_path):
     (tmp_path / "fake" / "data.mdb").write_bytes(b"garbage" * 1000)
     with pytest.raises(WganError, match="fake is not a readable LMDB"):
         lsun.export(tmp_path / "fake", tmp_path / "out")
+
+
+# --- the whole pipeline through the command line ---------------------------------------------
+
+def wgan(*args, check=True):
+    from .test_cli import wgan as run
+
+    return run(*args, check=check)
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end(server, lsun_zip, lsun_lmdb, tmp_path):
+    data = tmp_path / "data"
+    server.cuts = [100_000]  # the first connection breaks; the command resumes by itself
+    out = wgan("lsun", "download", "--category", "bedroom", "--set", "train", "--out", data,
+               "--url", server.url, "--unzip").stdout
+    assert "downloaded" in out and (data / "bedroom_train_lmdb.zip").read_bytes() == lsun_zip
+    assert server.ranges == [None, "bytes=100000-"]
+    unzipped = data / "bedroom_train_lmdb"
+    assert (unzipped / "data.mdb").read_bytes() == (lsun_lmdb / "data.mdb").read_bytes()
+
+    out = wgan("lsun", "export", unzipped, "--out", data / "images").stdout
+    assert "written 196, skipped 0 (already there), bad 0, rejected keys 0" in out
+    out = wgan("index", data / "images", "--csv", data / "files.csv", "--sample-fraction",
+               "0.1", "--sample-csv", data / "files_sample.csv", "--seed", "1").stdout
+    assert "listed 196 images, sampled 20" in out
+    rows = read_lmdb(lsun_lmdb)
+    listed = [r.split(",")[0] for r in (data / "files.csv").read_text().splitlines()[1:]]
+    assert sorted(Path(p).stem.encode() for p in listed) == sorted(rows)
+
+    from .test_cli import FAST, check_run
+
+    wgan("train", "--data", data / "files_sample.csv", "--data-root", data / "images",
+         "--outdir", tmp_path / "runs", "--image-size", 32, "--steps", 10, *FAST)
+    check_run(tmp_path / "runs" / "00000-files_sample-wgan-32px", 10, 32)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("../evil.txt", b"evil")
+    (tmp_path / "plain").mkdir()
+    for args, expect in [
+        (["lsun", "export", tmp_path / "missing", "--out", tmp_path / "o"], "missing does not"),
+        (["lsun", "export", tmp_path / "plain", "--out", tmp_path / "o"], "plain is not an LMDB"),
+        (["index", tmp_path / "missing", "--csv", tmp_path / "f.csv"], "missing is not a folder"),
+        (["lsun", "unzip", bad, "--out", tmp_path / "o"], "'../evil.txt' would be written"),
+    ]:
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 1, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and expect in lines[0], lines
+    assert not (tmp_path / "evil.txt").exists()

@@ -219,6 +219,19 @@ def lsun_download(category, set_name, out, base_url, do_unzip, retries) -> None:
         click.echo(f"unzipped into {out}")
 
 
+@lsun.command("unzip")
+@click.argument("zip_file", type=click.Path(dir_okay=False))
+@click.option("--out", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to extract into.")
+@_guard
+def lsun_unzip(zip_file, out) -> None:
+    """Extract a downloaded zip; refuses archives with members that would leave --out."""
+    from wgan.lsun import unzip
+
+    unzip(zip_file, out)
+    click.echo(f"unzipped into {out}")
+
+
 @lsun.command("export")
 @click.argument("lmdb_dir", type=click.Path())
 @click.option("--out", required=True, type=click.Path(file_okay=False),
