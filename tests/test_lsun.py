@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import os
 import re
 import threading
 import zipfile
@@ -355,3 +356,49 @@ def test_cli_errors_are_one_line(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and expect in lines[0], lines
     assert not (tmp_path / "evil.txt").exists()
+
+
+# --- reading the LMDB directly -----------------------------------------------------------------
+
+def test_key_list_exact_cached_outside_data_and_cwd(tmp_path, monkeypatch, lsun_lmdb):
+    from wgan.dataset import KeyList, lmdb_keys
+
+    odd = [b"a", b"ends-with-nul\x00", b"\x00\x01\xff", b"x" * 500, b"zz/../.."]
+    src = make_lmdb(tmp_path / "db", {k: b"v" for k in odd})
+    monkeypatch.chdir(tmp_path)
+    before = set(os.listdir(tmp_path)), set(os.listdir(src))
+    keys = lmdb_keys(src, cache_dir=tmp_path / "cache")
+    assert isinstance(keys, KeyList) and list(keys) == sorted(odd)
+    assert (set(os.listdir(tmp_path)) - {"cache"}, set(os.listdir(src))) == before
+    cached = list((tmp_path / "cache" / "lmdb-keys").iterdir())
+    assert len(cached) == 1 and cached[0].suffix == ".npz"
+    assert list(lmdb_keys(src, cache_dir=tmp_path / "cache")) == sorted(odd)  # from the cache
+    assert keys[-1] == b"zz/../.." and keys[1:3] == sorted(odd)[1:3]
+
+    # The real, read-only LSUN folder: keys in stored order, each a 40-hex SHA-1.
+    real = lmdb_keys(lsun_lmdb, cache_dir=tmp_path / "cache")
+    assert list(real) == list(read_lmdb(lsun_lmdb))
+    assert all(re.fullmatch(rb"[0-9a-f]{40}", k) for k in real)
+
+
+def test_lmdb_workers_on_read_only_folder(tmp_path, lsun_lmdb):
+    import torch
+
+    from wgan.dataset import LmdbImages, batch_stream, decode_image
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "data.mdb").write_bytes((lsun_lmdb / "data.mdb").read_bytes())
+    folder.chmod(0o555)
+    (folder / "data.mdb").chmod(0o444)
+    try:
+        ds = LmdbImages(folder, 16)
+        assert ds._env is None  # opened lazily, in the process that reads
+        batch, bad = next(batch_stream(ds, 8, seed=0, workers=2))
+        assert batch.shape == (8, 3, 16, 16) and bad == 0
+        records = read_lmdb(lsun_lmdb)
+        first = torch.from_numpy(decode_image(records[ds.keys[0]], 16).copy()).permute(2, 0, 1)
+        assert torch.equal(ds[0], first)
+        assert sorted(os.listdir(folder)) == ["data.mdb"]  # no lock file was made
+    finally:
+        folder.chmod(0o755)

@@ -157,19 +157,46 @@ class ImageFolder(ImageSource):
         return self.root.resolve().name
 
 
+def walk_files(root: str | os.PathLike, progress=None) -> Iterator[tuple[str, str]]:
+    """``(relative POSIX path, file name)`` of every non-hidden file under ``root``, stably
+    ordered: a folder's files in sorted order, then each subfolder in sorted order.
+
+    Hidden names (a leading dot) are skipped, so are temporary files of unfinished writes.
+    Links to folders are not followed. ``progress`` (a tqdm bar) counts the files."""
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        folder = os.path.join(root, rel) if rel else os.fspath(root)
+        files, dirs = [], []
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.startswith("."):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        dirs.append(name)
+                    else:
+                        files.append(name)
+        except OSError as exc:
+            log.warning("cannot list %s: %s", folder, exc.strerror or exc)
+            continue
+        files.sort()
+        prefix = rel + "/" if rel else ""
+        for name in files:
+            yield prefix + name, name
+        dirs.sort(reverse=True)
+        stack.extend(prefix + d for d in dirs)
+        if progress is not None:
+            progress.update(len(files))
+
+
 def scan_images(root: Path) -> Iterator[str]:
     """Relative paths (POSIX style) of files under ``root`` with an image suffix; no hidden ones."""
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
-                    yield Path(entry.path).relative_to(root).as_posix()
+    for rel, name in walk_files(root):
+        dot = name.rfind(".")
+        if dot > 0 and name[dot:].lower() in IMAGE_SUFFIXES:
+            yield rel
 
 
 def safe_join(root: Path, relative: str, where: str) -> Path:
@@ -256,35 +283,92 @@ def open_lmdb(path: Path):
                         "holds data.mdb") from None
 
 
-def lmdb_keys(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> list[bytes]:
-    """All keys of an LMDB, read without touching values, cached on disk by the file's identity.
+class KeyList(Sequence[bytes]):
+    """Byte-string keys packed into two arrays (all bytes, and where each key starts).
 
-    The cache lives in ``cache_dir`` (default ``$WGAN_CACHE_DIR`` or ``~/.cache/wgan``), never
-    in the data folder or the working directory, so read-only data works.
+    note: a list of millions of ``bytes`` objects would be copied page by page into every
+    DataLoader worker as reference counts change; two numpy arrays are shared untouched.
     """
-    path = Path(path)
-    data_file = path / "data.mdb"
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray) -> None:
+        assert blob.dtype == np.uint8 and offsets.dtype == np.int64, "packed keys: bad dtypes"
+        assert len(offsets) >= 1 and offsets[-1] == len(blob), "packed keys: bad offsets"
+        self.blob = blob
+        self.offsets = offsets
+
+    @classmethod
+    def from_keys(cls, keys: Sequence[bytes]) -> KeyList:
+        lengths = np.fromiter((len(k) for k in keys), dtype=np.int64, count=len(keys))
+        offsets = np.zeros(len(keys) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        blob = np.frombuffer(b"".join(keys), dtype=np.uint8).copy()
+        return cls(blob, offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.blob[self.offsets[index]:self.offsets[index + 1]].tobytes()
+
+    def save(self, path: Path) -> None:
+        """Write to ``path`` (a .npz) via a temporary file and a rename."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, blob=self.blob, offsets=self.offsets)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path) -> KeyList:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["blob"], z["offsets"])
+
+
+def _key_cache_file(data_file: Path, cache_dir: str | os.PathLike | None) -> Path:
     st = data_file.stat()
     ident = f"{data_file.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    cache_file = cache / "lmdb-keys" / (hashlib.sha1(ident.encode()).hexdigest() + ".npy")
+    return cache / "lmdb-keys" / (hashlib.sha1(ident.encode()).hexdigest() + ".npz")
+
+
+def lmdb_keys(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> KeyList:
+    """All keys of an LMDB in stored order, listed without reading values, cached on disk.
+
+    The cache file is named by the data file's path, size and modification time, and lives in
+    ``cache_dir`` (default ``$WGAN_CACHE_DIR`` or ``~/.cache/wgan``), never in the data folder
+    or the working directory, so read-only data works; a cache that cannot be written only
+    costs a warning.
+    """
+    path = Path(path)
+    if not is_lmdb_dir(path):
+        raise WganError(f"{path} is not an LMDB folder (no data.mdb inside)")
+    cache_file = _key_cache_file(path / "data.mdb", cache_dir)
     if cache_file.is_file():
         try:
-            return [bytes(k) for k in np.load(cache_file, allow_pickle=False)]
-        except (OSError, ValueError):
-            log.warning("ignoring unreadable key cache %s", cache_file)
+            return KeyList.load(cache_file)
+        except (OSError, ValueError, KeyError, AssertionError) as exc:
+            log.warning("ignoring unreadable key cache %s: %s", cache_file, exc)
+
+    # List the keys. note: values=False never touches the values' pages, which is most of
+    # the file: each LSUN value sits on its own overflow pages.
     env = open_lmdb(path)
     try:
         with env.begin(write=False) as txn:
-            keys = list(txn.cursor().iternext(keys=True, values=False))
+            keys = KeyList.from_keys(list(txn.cursor().iternext(keys=True, values=False)))
     finally:
         env.close()
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, np.array(keys, dtype=object).astype(bytes), allow_pickle=False)
-        os.replace(tmp, cache_file)
+        keys.save(cache_file)
     except OSError as exc:
         log.warning("could not cache LMDB keys in %s: %s", cache_file.parent, exc)
     return keys

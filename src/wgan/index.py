@@ -15,13 +15,12 @@ import dataclasses
 import io
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from wgan.checkpoint import atomic_write
-from wgan.dataset import IMAGE_SUFFIXES
+from wgan.dataset import IMAGE_SUFFIXES, walk_files
 from wgan.errors import WganError
 
 log = logging.getLogger(__name__)
@@ -46,37 +45,6 @@ def sniff_image(head: bytes) -> str | None:
     if len(head) > 2 and head[0:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():
         return "ppm"
     return None
-
-
-def walk_files(root: Path, progress=None) -> Iterator[tuple[str, str]]:
-    """``(relative POSIX path, file name)`` of every non-hidden file under ``root``, stably
-    ordered: a folder's files in sorted order, then each subfolder in sorted order."""
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        folder = os.path.join(root, rel) if rel else root
-        files, dirs = [], []
-        try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    name = entry.name
-                    if name.startswith("."):
-                        continue
-                    if entry.is_dir(follow_symlinks=False):
-                        dirs.append(name)
-                    else:
-                        files.append(name)
-        except OSError as exc:
-            log.warning("cannot list %s: %s", folder, exc.strerror or exc)
-            continue
-        files.sort()
-        prefix = rel + "/" if rel else ""
-        for name in files:
-            yield prefix + name, name
-        dirs.sort(reverse=True)
-        stack.extend(prefix + d for d in dirs)
-        if progress is not None:
-            progress.update(len(files))
 
 
 @dataclasses.dataclass
