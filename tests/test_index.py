@@ -98,3 +98,13 @@ def test_index_errors(tmp_path):
                     sample_csv=tmp_path / "s.csv")
     with pytest.raises(WganError, match="go together"):
         build_index(tmp_path, tmp_path / "f.csv", sample_fraction=0.1)
+
+
+def test_plain_and_quoted_writers_agree(tmp_path):
+    from wgan.index import write_csv
+
+    plain = ["a.jpg", "b c/d e.png", "ü/ñ.webp", "x/y/z.JPG"]
+    write_csv(tmp_path / "fast.csv", plain, 3)
+    write_csv(tmp_path / "slow.csv", plain, [3] * 4)  # per-row labels take the csv module
+    assert (tmp_path / "fast.csv").read_bytes() == (tmp_path / "slow.csv").read_bytes()
+    assert read_rows(tmp_path / "fast.csv")[1:] == [[p, "3"] for p in plain]

@@ -157,16 +157,19 @@ class ImageFolder(ImageSource):
         return self.root.resolve().name
 
 
-def walk_files(root: str | os.PathLike, progress=None) -> Iterator[tuple[str, str]]:
-    """``(relative POSIX path, file name)`` of every non-hidden file under ``root``, stably
-    ordered: a folder's files in sorted order, then each subfolder in sorted order.
+def walk_folders(root: str | os.PathLike, progress=None) -> Iterator[tuple[str, list[str]]]:
+    """``(prefix, sorted file names)`` for each folder under ``root``, in a stable order: a
+    folder's files, then its subfolders in sorted order. ``prefix`` is the folder's POSIX
+    path relative to ``root`` with a trailing ``/`` (empty for ``root`` itself).
 
     Hidden names (a leading dot) are skipped, so are temporary files of unfinished writes.
-    Links to folders are not followed. ``progress`` (a tqdm bar) counts the files."""
+    Links to folders are not followed. ``progress`` (a tqdm bar) counts the files.
+    note: no ``stat`` per file and no ``Path`` objects; that is what makes it fast.
+    """
     stack = [""]
     while stack:
-        rel = stack.pop()
-        folder = os.path.join(root, rel) if rel else os.fspath(root)
+        prefix = stack.pop()
+        folder = os.path.join(root, prefix) if prefix else os.fspath(root)
         files, dirs = [], []
         try:
             with os.scandir(folder) as entries:
@@ -182,21 +185,22 @@ def walk_files(root: str | os.PathLike, progress=None) -> Iterator[tuple[str, st
             log.warning("cannot list %s: %s", folder, exc.strerror or exc)
             continue
         files.sort()
-        prefix = rel + "/" if rel else ""
-        for name in files:
-            yield prefix + name, name
+        yield prefix, files
         dirs.sort(reverse=True)
-        stack.extend(prefix + d for d in dirs)
+        stack.extend(f"{prefix}{d}/" for d in dirs)
         if progress is not None:
             progress.update(len(files))
 
 
+def has_image_suffix(name: str) -> bool:
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in IMAGE_SUFFIXES
+
+
 def scan_images(root: Path) -> Iterator[str]:
     """Relative paths (POSIX style) of files under ``root`` with an image suffix; no hidden ones."""
-    for rel, name in walk_files(root):
-        dot = name.rfind(".")
-        if dot > 0 and name[dot:].lower() in IMAGE_SUFFIXES:
-            yield rel
+    for prefix, names in walk_folders(root):
+        yield from (prefix + name for name in names if has_image_suffix(name))
 
 
 def safe_join(root: Path, relative: str, where: str) -> Path:
@@ -298,7 +302,7 @@ class KeyList(Sequence[bytes]):
 
     @classmethod
     def from_keys(cls, keys: Sequence[bytes]) -> KeyList:
-        lengths = np.fromiter((len(k) for k in keys), dtype=np.int64, count=len(keys))
+        lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
         offsets = np.zeros(len(keys) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         blob = np.frombuffer(b"".join(keys), dtype=np.uint8).copy()
