@@ -293,6 +293,17 @@ def test_export_hostile_keys_and_bad_records(lsun_lmdb, tmp_path):
     assert not (tmp_path / "escape.webp").exists()
 
 
+def test_export_in_worker_processes_matches(lsun_lmdb, tmp_path):
+    one = lsun.export(lsun_lmdb, tmp_path / "one", limit=150, progress=False)
+    two = lsun.export(lsun_lmdb, tmp_path / "two", limit=150, workers=2, progress=False)
+    assert one == two and one.written == 150
+
+    def tree(root):
+        return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    assert tree(tmp_path / "one") == tree(tmp_path / "two") and len(tree(tmp_path / "one")) == 150
+
+
 def test_export_missing_and_non_lmdb(tmp_path):
     with pytest.raises(WganError, match=f"{tmp_path / 'nope'} does not exist"):
         lsun.export(tmp_path / "nope", tmp_path / "out")

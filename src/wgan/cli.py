@@ -243,8 +243,10 @@ def lsun_unzip(zip_file, out) -> None:
               "jpeg/png: re-encoded.")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG quality with --format jpeg.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes that check and write images.")
 @_guard
-def lsun_export(lmdb_dir, out, flat, limit, fmt, quality) -> None:
+def lsun_export(lmdb_dir, out, flat, limit, fmt, quality, workers) -> None:
     """Write each record of an LSUN LMDB folder to its own image file.
 
     Resumable: a re-run skips files already written. Records with unsafe keys or bytes that
@@ -252,7 +254,8 @@ def lsun_export(lmdb_dir, out, flat, limit, fmt, quality) -> None:
     """
     from wgan.lsun import export
 
-    summary = export(lmdb_dir, out, flat=flat, limit=limit, fmt=fmt, quality=quality)
+    summary = export(lmdb_dir, out, flat=flat, limit=limit, fmt=fmt, quality=quality,
+                     workers=workers)
     click.echo(f"export: {summary}")
 
 

@@ -36,6 +36,7 @@ from PIL import Image
 from wgan.checkpoint import atomic_write
 from wgan.dataset import DEFAULT_MAX_PIXELS, is_lmdb_dir, open_lmdb
 from wgan.errors import WganError
+from wgan.index import sniff_image
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,10 @@ CHUNK = 1 << 20
 # Export formats: ``keep`` writes the bytes unchanged; the others re-encode.
 FORMATS = ("keep", "jpeg", "png")
 # Pillow format name -> file extension for the formats an LSUN record may hold.
-EXTENSIONS = {"JPEG": ".jpg", "WEBP": ".webp", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp",
-              "TIFF": ".tif", "PPM": ".ppm"}
+SNIFFED_EXTENSIONS = {"jpeg": ".jpg", "webp": ".webp", "png": ".png", "gif": ".gif",
+                      "bmp": ".bmp", "tiff": ".tif", "ppm": ".ppm"}
+EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "PNG": ".png", "GIF": ".gif",
+              "BMP": ".bmp", "TIFF": ".tif", "PPM": ".ppm"}
 # A key becomes a file name only if it is plain: letters, digits, ``_ - .``, not hidden.
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
@@ -394,6 +397,93 @@ def _records(lmdb_dir: Path) -> Iterator[tuple[bytes, bytes]]:
         env.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    root: Path
+    flat: bool
+    fmt: str
+    quality: int
+
+
+def _export_chunk(job: _Job, records: list[tuple[bytes, bytes]]
+                  ) -> tuple[ExportSummary, list[str]]:
+    """Export some records; return the counts and a line for each record not written."""
+    summary, problems = ExportSummary(), []
+    fixed_ext = {"jpeg": ".jpg", "png": ".png"}.get(job.fmt)
+    for key, value in records:
+        stem = key_to_name(key)
+        if stem is None:
+            summary.rejected += 1
+            problems.append(f"rejected key {key[:80]!r}: not a plain file name")
+            continue
+
+        # Name the file by the format its first bytes announce; skip it if already complete.
+        kind = sniff_image(value[:16])
+        if kind is None:
+            summary.bad += 1
+            why = "empty record" if not value else "the bytes are not an image"
+            problems.append(f"bad record {key[:80]!r}: {why}")
+            continue
+        target = job.root / relative_path(stem, fixed_ext or SNIFFED_EXTENSIONS[kind], job.flat)
+        if _complete(target, len(value) if job.fmt == "keep" else None):
+            summary.skipped += 1
+            continue
+
+        # Check that the whole image decodes, then write it, re-encoded if asked.
+        try:
+            real = check_image(value)
+            if EXTENSIONS[real] != SNIFFED_EXTENSIONS[kind]:
+                raise ValueError(f"starts like {kind} but decodes as {real}")
+        except ValueError as exc:
+            summary.bad += 1
+            problems.append(f"bad record {key[:80]!r}: {exc}")
+            continue
+        data = value if job.fmt == "keep" else _encode(value, job.fmt, job.quality)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_file(target, data)
+        except OSError as exc:
+            raise WganError(f"cannot write {target}: {exc.strerror or exc}") from None
+        summary.written += 1
+    return summary, problems
+
+
+def _chunks(lmdb_dir: Path, limit: int | None, size: int = 64
+            ) -> Iterator[list[tuple[bytes, bytes]]]:
+    chunk: list[tuple[bytes, bytes]] = []
+    for n, record in enumerate(_records(lmdb_dir)):
+        if limit is not None and n >= limit:
+            break
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _run_chunks(job: _Job, chunks, workers: int):
+    """``_export_chunk`` over ``chunks`` in order, in this process or in ``workers`` others,
+    with a bounded number of chunks in flight (the LMDB is never read ahead into memory)."""
+    if workers <= 1:
+        for chunk in chunks:
+            yield len(chunk), _export_chunk(job, chunk)
+        return
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append((len(chunk), pool.submit(_export_chunk, job, chunk)))
+            if len(pending) >= 4 * workers:
+                n, future = pending.popleft()
+                yield n, future.result()
+        while pending:
+            n, future = pending.popleft()
+            yield n, future.result()
+
+
 def export(
     lmdb_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -401,17 +491,19 @@ def export(
     limit: int | None = None,
     fmt: str = "keep",
     quality: int = 95,
+    workers: int = 1,
     progress: bool = True,
-    max_bad_examples: int = 5,
+    max_examples: int = 5,
 ) -> ExportSummary:
     """Write each record of an LSUN LMDB to its own file under ``out``.
 
     Files are named ``<key><ext>``, nested in folders named by the key's first three
     characters unless ``flat``. With ``fmt="keep"`` the bytes are written unchanged under the
     extension of their real format; ``"jpeg"`` and ``"png"`` re-encode. Writes are atomic and
-    a re-run skips files already present, so an interrupted export resumes. ``limit`` stops
-    after that many records (counting all kinds). Keys that are not plain file names and
-    records that are empty or undecodable are counted, logged (the first few) and skipped.
+    a re-run skips files already complete, so an interrupted export resumes. ``limit`` stops
+    after that many records (of all kinds). Keys that are not plain file names and records
+    that are empty or do not decode in full are counted, the first ``max_examples`` logged,
+    and skipped. ``workers`` > 1 checks and writes in that many processes.
     """
     src, root = Path(lmdb_dir), Path(out)
     if fmt not in FORMATS:
@@ -423,52 +515,31 @@ def export(
                         "folder such as bedroom_train_lmdb")
     if limit is not None and limit < 0:
         raise WganError(f"--limit must be 0 or more, not {limit}")
-    root.mkdir(parents=True, exist_ok=True)
-    fixed_ext = {"jpeg": ".jpg", "png": ".png"}.get(fmt)
-    summary = ExportSummary()
-    made: set[str] = set()
-
-    def complain(kind: str, key: bytes, why: str) -> None:
-        if summary.bad + summary.rejected <= max_bad_examples:
-            log.warning("%s record %r: %s", kind, key[:80], why)
-
+    if workers < 1:
+        raise WganError(f"--workers must be 1 or more, not {workers}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WganError(f"cannot create the output folder {root}: {exc.strerror}") from None
     env = open_lmdb(src)
     try:
         total = env.stat()["entries"]
     finally:
         env.close()
     total = min(total, limit) if limit is not None else total
+
+    summary, shown = ExportSummary(), 0
+    job = _Job(root, flat, fmt, quality)
     with _progress(total, "export", "img", progress) as bar:
-        for n, (key, value) in enumerate(_records(src)):
-            if limit is not None and n >= limit:
-                break
-            bar.update(1)
-            stem = key_to_name(key)
-            if stem is None:
-                summary.rejected += 1
-                complain("rejected", key, "the key is not a plain file name")
-                continue
-
-            # Find the real format (and check the whole image decodes).
-            try:
-                real = check_image(value)
-            except ValueError as exc:
-                summary.bad += 1
-                complain("bad", key, str(exc))
-                continue
-            ext = fixed_ext or EXTENSIONS[real]
-            target = root / relative_path(stem, ext, flat)
-            if _complete(target, len(value) if fmt == "keep" else None):
-                summary.skipped += 1
-                continue
-
-            # Write it, re-encoding if asked.
-            data = value if fmt == "keep" else _encode(value, fmt, quality)
-            folder = str(target.parent)
-            if folder not in made:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                made.add(folder)
-            _write_file(target, data)
-            summary.written += 1
+        for n, (part, problems) in _run_chunks(job, _chunks(src, limit), workers):
+            for field in dataclasses.fields(ExportSummary):
+                setattr(summary, field.name,
+                        getattr(summary, field.name) + getattr(part, field.name))
+            for line in problems[: max(0, max_examples - shown)]:
+                log.warning("%s", line)
+            shown += len(problems)
+            bar.update(n)
+    if shown > max_examples:
+        log.warning("... and %d more records not written", shown - max_examples)
     log.debug("export to %s: %s", root, summary)
     return summary
