@@ -413,3 +413,52 @@ def test_lmdb_workers_on_read_only_folder(tmp_path, lsun_lmdb):
         assert sorted(os.listdir(folder)) == ["data.mdb"]  # no lock file was made
     finally:
         folder.chmod(0o755)
+
+
+def cursor_keys(path: Path) -> list[bytes]:
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    with env.begin() as txn:
+        keys = list(txn.cursor().iternext(values=False))
+    env.close()
+    return keys
+
+
+def test_leaf_page_reader_matches_cursor(tmp_path, lsun_lmdb):
+    from wgan.lmdb_pages import read_leaf_keys
+
+    # Random keys of 1 to 511 bytes put in random order, values inline and on overflow pages,
+    # enough to make a tree three levels deep.
+    rng = np.random.default_rng(1)
+    env = lmdb.open(str(tmp_path / "db"), map_size=1 << 28)
+    with env.begin(write=True) as txn:
+        for _ in range(6000):
+            key = rng.integers(0, 256, int(rng.integers(1, 512)), dtype=np.uint8).tobytes()
+            txn.put(key, bytes(int(rng.integers(0, 9000))))
+    stat = env.stat()
+    env.close()
+    assert stat["depth"] >= 3 and stat["overflow_pages"] > 0
+    keys = read_leaf_keys(tmp_path / "db" / "data.mdb", stat)
+    assert keys is not None and list(keys) == cursor_keys(tmp_path / "db")
+
+    env = lmdb.open(str(lsun_lmdb), readonly=True, lock=False)
+    stat = env.stat()
+    env.close()
+    assert list(read_leaf_keys(lsun_lmdb / "data.mdb", stat)) == cursor_keys(lsun_lmdb)
+
+    # What it cannot vouch for, it leaves to the cursor.
+    assert read_leaf_keys(lsun_lmdb / "data.mdb", {**stat, "entries": 195}) is None
+    (tmp_path / "junk.mdb").write_bytes(bytes(range(256)) * 64)
+    assert read_leaf_keys(tmp_path / "junk.mdb", stat) is None
+
+
+def test_key_listing_falls_back_to_cursor(tmp_path, monkeypatch, lsun_lmdb):
+    import wgan.dataset
+    from wgan.dataset import LmdbImages, lmdb_keys
+
+    fast = list(lmdb_keys(lsun_lmdb, tmp_path / "c1"))
+    monkeypatch.setattr(wgan.dataset, "read_leaf_keys", lambda *args: None)
+    assert list(lmdb_keys(lsun_lmdb, tmp_path / "c2")) == fast == cursor_keys(lsun_lmdb)
+
+    make_lmdb(tmp_path / "empty", {})
+    with pytest.raises(WganError, match="holds no records"):
+        LmdbImages(tmp_path / "empty", 32, cache_dir=tmp_path / "c")

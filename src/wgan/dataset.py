@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from wgan.errors import WganError
+from wgan.lmdb_pages import read_leaf_keys
 
 log = logging.getLogger(__name__)
 
@@ -362,12 +363,14 @@ def lmdb_keys(path: str | os.PathLike, cache_dir: str | os.PathLike | None = Non
         except (OSError, ValueError, KeyError, AssertionError) as exc:
             log.warning("ignoring unreadable key cache %s: %s", cache_file, exc)
 
-    # List the keys. note: values=False never touches the values' pages, which is most of
-    # the file: each LSUN value sits on its own overflow pages.
+    # List the keys from the B-tree's leaf pages, or else with a cursor.
     env = open_lmdb(path)
     try:
-        with env.begin(write=False) as txn:
-            keys = KeyList.from_keys(list(txn.cursor().iternext(keys=True, values=False)))
+        keys = read_leaf_keys(path / "data.mdb", env.stat())
+        if keys is None:
+            # note: slower; a cursor touches each value's first page even with values=False.
+            with env.begin(write=False) as txn:
+                keys = KeyList.from_keys(list(txn.cursor().iternext(keys=True, values=False)))
     finally:
         env.close()
     try:
