@@ -13,12 +13,11 @@ Two measurements, each against its baseline in the same run:
   LMDB holds N records of 40-hex keys and values of the size of an LSUN bedroom record.
 
 Indexing runs with the page cache warm (the files were just written). Key listing is timed
-three ways: the first listing with the LMDB in the page cache (``keys_ratio``, the same work
-as the recipe minus the values), the listing from the key cache that every later run uses
+three ways: the first listing with the LMDB in the page cache (``keys_ratio``, the same job
+as the recipe's), the listing from the key cache that every later run uses
 (``keys_cached_ratio``), and the first listing with ``data.mdb`` evicted from the page cache
-by ``posix_fadvise`` (``keys_cold_ratio``): that one depends on the disk, since the recipe
-reads the file in order while the key walk reads scattered leaf pages one by one. The full
-sizes are 1,000,000 files and keys; ``--quick`` uses a tenth.
+by ``posix_fadvise`` (``keys_cold_ratio``), as after a fresh download. The full sizes are
+1,000,000 files and keys; ``--quick`` uses a tenth.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ class FileServer(http.server.ThreadingHTTPServer):
         self.cuts: list[int | None] = []
         self.honour_range = True
         self.extra_length = 0
+        self.etag = '"v1"'
         self.ranges: list[str | None] = []
 
     @property
@@ -64,7 +65,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         srv.ranges.append(rng)
         start = 0
         m = re.fullmatch(r"bytes=(\d+)-", rng or "")
-        if m and srv.honour_range:
+        if_range = self.headers.get("If-Range")
+        if m and srv.honour_range and if_range in (None, srv.etag):
             start = int(m.group(1))
             if start >= len(data):
                 self.send_response(416)
@@ -78,7 +80,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
         body = data[start:]
         self.send_header("Content-Length", str(len(body) + srv.extra_length))
-        self.send_header("ETag", '"v1"')
+        self.send_header("ETag", srv.etag)
         self.end_headers()
         cut = srv.cuts.pop(0) if srv.cuts else None
         if cut is not None:
@@ -147,6 +149,16 @@ def test_download_restarts_when_server_ignores_range(server, lsun_zip, tmp_path)
     path = fetch(server, tmp_path, retries=1)
     assert path.read_bytes() == lsun_zip
     assert server.ranges == [None, "bytes=12345-"]
+
+
+def test_download_starts_over_when_file_changed(server, lsun_zip, tmp_path):
+    server.cuts = [5000]
+    with pytest.raises(WganError):
+        fetch(server, tmp_path, retries=0)
+    changed = lsun_zip[::-1]
+    server.files["bedroom_train_lmdb.zip"], server.etag = changed, '"v2"'
+    assert fetch(server, tmp_path, retries=0).read_bytes() == changed  # not a splice
+    assert server.ranges == [None, "bytes=5000-"]
 
 
 def test_download_complete_part_gets_416(server, lsun_zip, tmp_path):

@@ -346,7 +346,8 @@ def _key_cache_file(data_file: Path, cache_dir: str | os.PathLike | None) -> Pat
 
 
 def lmdb_keys(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> KeyList:
-    """All keys of an LMDB in stored order, listed without reading values, cached on disk.
+    """All keys of an LMDB in stored order, read from its leaf pages (a cursor where that
+    cannot be vouched for) without reading the pages of values, and cached on disk.
 
     The cache file is named by the data file's path, size and modification time, and lives in
     ``cache_dir`` (default ``$WGAN_CACHE_DIR`` or ``~/.cache/wgan``), never in the data folder
