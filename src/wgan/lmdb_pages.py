@@ -182,7 +182,8 @@ def _cut_keys(pages: np.ndarray, psize: int, entries: int):
     np.cumsum(key_size, out=offsets[1:])
     size = int(key_size[0])
     if (key_size == size).all():  # the usual case: keys of one length, such as LSUN's hashes
-        blob = flat[key_start[:, None] + np.arange(size)].reshape(-1)
+        rows = np.lib.stride_tricks.sliding_window_view(flat, size)
+        blob = rows[key_start].reshape(-1)  # note: one row copy per key, not one per byte
     else:
         blob = flat[np.repeat(key_start - offsets[:-1], key_size) + np.arange(offsets[-1])]
     return KeyList(blob, offsets)
