@@ -108,3 +108,10 @@ def test_plain_and_quoted_writers_agree(tmp_path):
     write_csv(tmp_path / "slow.csv", plain, [3] * 4)  # per-row labels take the csv module
     assert (tmp_path / "fast.csv").read_bytes() == (tmp_path / "slow.csv").read_bytes()
     assert read_rows(tmp_path / "fast.csv")[1:] == [[p, "3"] for p in plain]
+
+
+def test_list_used_from_elsewhere_needs_its_root(tree, tmp_path):
+    build_index(tree, tmp_path / "files.csv", progress=False)
+    with pytest.raises(WganError, match="--data-root"):
+        CsvImages(tmp_path / "files.csv", 32)  # paths are relative to tree, not tmp_path
+    assert len(CsvImages(tmp_path / "files.csv", 32, root=tree)) == 44

@@ -253,6 +253,11 @@ class CsvImages(ImageSource):
                 self.labels.append(label)
         if not self.paths:
             raise WganError(f"{self.csv_path} lists no images")
+        first = self.paths[:10]
+        if not any(os.path.exists(self.root / p) for p in first):
+            raise WganError(f"{self.csv_path}: none of the first {len(first)} files it lists "
+                            f"exist under {self.root}; pass --data-root with the folder the "
+                            "list was made from")
 
     def __len__(self) -> int:
         return len(self.paths)
