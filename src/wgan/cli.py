@@ -176,6 +176,62 @@ def demo(outdir, steps, seed, device, dry_run) -> None:
 
 
 @main.command()
+@click.argument("data", type=click.Path())
+@click.option("--out", required=True, type=click.Path(),
+              help="The pack file to write, e.g. bedroom-64.pack.")
+@click.option("--size", type=int, default=64, show_default=True,
+              help="Image side in pixels: 16, 32, 64, 128 or 256 (train with the same "
+              "--image-size).")
+@click.option("--channels", type=click.Choice(["1", "3"]), default="3", show_default=True,
+              help="3 (RGB) or 1 (grey).")
+@click.option("--data-root", type=click.Path(file_okay=False),
+              help="Folder that a CSV list's paths are relative to [default: the CSV's folder].")
+@click.option("--allow-outside-root", is_flag=True,
+              help="Let a CSV list name files outside its root.")
+@click.option("--workers", type=int, default=-1, show_default=True,
+              help="Decoding processes (-1: one per CPU core, up to 8; 0: in this process).")
+@click.option("--chunk", type=int, default=256, show_default=True,
+              help="Images decoded and written between two header updates.")
+@click.option("--draft/--no-draft", default=True, show_default=True,
+              help="Reduce JPEGs in the DCT domain before resizing (fast, within a stated "
+              "tolerance of a full decode); --no-draft decodes in full.")
+@click.option("--max-bad-fraction", type=float, default=0.01, show_default=True,
+              help="Stop when more than this share of the images read cannot be decoded.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace --out if it is a finished pack or something else.")
+@_guard
+def pack(data, out, size, channels, data_root, allow_outside_root, workers, chunk, draft,
+         max_bad_fraction, overwrite) -> None:
+    """Decode DATA (folder, CSV list or LMDB) once into a pack file for fast training.
+
+    The pack holds every good image of DATA, resized and centre-cropped to SIZE, in DATA's
+    order, as one memory-mapped uint8 array after a JSON header. Bad images are left out and
+    counted in the header. Run the same command again to finish a pack that was stopped.
+    Train from it with: wgan train --data OUT --image-size SIZE
+    """
+    from wgan.dataset import ImageSource, open_source
+    from wgan.networks import check_image_size
+    from wgan.options import resolve_workers
+    from wgan.pack import is_pack, pack_source
+
+    try:
+        check_image_size(size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--size") from None
+    if chunk < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--chunk")
+    if not 0 <= max_bad_fraction <= 1:
+        raise click.BadParameter("must be in [0, 1]", param_hint="--max-bad-fraction")
+    if Path(data).is_file() and is_pack(data):
+        raise WganError(f"{data} is already a pack file; train from it with --data {data}")
+    source = open_source(data, size, int(channels), data_root, allow_outside_root)
+    assert isinstance(source, ImageSource), f"unexpected source type {type(source).__name__}"
+    source.draft = draft
+    pack_source(source, out, workers=resolve_workers(workers), chunk=chunk, overwrite=overwrite,
+                max_bad_fraction=max_bad_fraction, progress=sys.stderr.isatty())
+
+
+@main.command()
 @click.option("--checkpoint", "checkpoint_path", required=True, type=click.Path(dir_okay=False),
               help="A network-snapshot-*.pt (or training-state-*.pt) file.")
 @click.option("--seeds", default=None,

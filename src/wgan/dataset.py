@@ -13,6 +13,8 @@ import hashlib
 import io
 import logging
 import os
+import queue
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -385,11 +387,15 @@ def open_source(
     data_root: str | os.PathLike | None = None,
     allow_outside_root: bool = False,
 ) -> torch.utils.data.Dataset:
-    """The right dataset for ``path``: LMDB folder, CSV list, or a folder of images."""
+    """The right dataset for ``path``: pack file, LMDB folder, CSV list, or a folder of images."""
+    from wgan.pack import PackImages, is_pack
+
     p = Path(path)
     if not p.exists():
         raise WganError(f"data path {p} does not exist; pass a folder of images, a CSV list, "
-                        "or an LSUN LMDB folder")
+                        "an LSUN LMDB folder or a pack file")
+    if p.is_file() and is_pack(p):
+        return PackImages(p, size, channels)
     if is_lmdb_dir(p):
         return LmdbImages(p, size, channels)
     if p.is_file() and p.suffix.lower() == ".csv":
@@ -397,7 +403,7 @@ def open_source(
     if p.is_dir():
         return ImageFolder(p, size, channels)
     raise WganError(f"cannot read {p} as training data: expected a folder of images, a .csv "
-                    "list, or an LMDB folder holding data.mdb")
+                    "list, an LMDB folder holding data.mdb, or a pack file from wgan pack")
 
 
 class InfiniteBatchSampler(torch.utils.data.Sampler):
@@ -473,12 +479,14 @@ def batch_stream(
 ) -> Iterator[tuple[torch.Tensor, int]]:
     """Endless ``(uint8 [B, C, S, S] batch, bad images skipped)`` pairs, from batch ``start``.
 
-    In-memory arrays are indexed directly; everything else goes through one DataLoader whose
-    workers live as long as the stream (the sampler never ends, so no epoch restarts).
+    Arrays (in memory or a memory-mapped pack file) are gathered batch by batch in a
+    background thread, a few batches ahead; everything else goes through one DataLoader whose
+    workers live as long as the stream (the sampler never ends, so no epoch restarts). With
+    ``pin_memory`` batches arrive in page-locked memory, ready for a non-blocking copy.
     """
     sampler = InfiniteBatchSampler(len(dataset), batch_size, seed, start, rank, world_size)
     if isinstance(dataset, ArrayImages):
-        return ((dataset.images[idx], 0) for idx in sampler)
+        return Prefetch(_gather_batches(dataset.images, sampler, pin_memory), depth=4)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -489,3 +497,71 @@ def batch_stream(
         prefetch_factor=4 if workers > 0 else None,
     )
     return iter(loader)
+
+
+def _gather_batches(images: torch.Tensor, sampler: InfiniteBatchSampler,
+                    pin_memory: bool) -> Iterator[tuple[torch.Tensor, int]]:
+    for idx in sampler:
+        index = torch.tensor(idx, dtype=torch.int64)
+        if pin_memory:
+            out = torch.empty((len(idx), *images.shape[1:]), dtype=images.dtype, pin_memory=True)
+            yield torch.index_select(images, 0, index, out=out), 0
+        else:
+            yield torch.index_select(images, 0, index), 0
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _fill(source: Iterator, items: queue.Queue, stop: threading.Event) -> None:
+    """Move items from ``source`` to the queue until ``stop`` is set or the source ends."""
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for item in source:
+            if not put(item):
+                return
+        put(_Failed(StopIteration()))
+    except BaseException as exc:  # note: handed to the consumer, which raises it
+        put(_Failed(exc))
+
+
+class Prefetch:
+    """Iterate ``source`` in a daemon thread, ``depth`` items ahead; in order.
+
+    The thread stops soon after this object is closed or garbage-collected. Torch's gather and
+    copy release the GIL, so the next batches are made while the training step runs.
+    """
+
+    def __init__(self, source: Iterator, depth: int = 4) -> None:
+        self._items: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        # note: the thread must not hold a reference to self, or self would never be collected.
+        self._thread = threading.Thread(target=_fill, args=(source, self._items, self._stop),
+                                        daemon=True, name="wgan-prefetch")
+        self._thread.start()
+
+    def __iter__(self) -> Prefetch:
+        return self
+
+    def __next__(self):
+        item = self._items.get()
+        if isinstance(item, _Failed):
+            raise item.exc
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __del__(self) -> None:
+        self.close()

@@ -281,14 +281,20 @@ def resolve(o: TrainOptions) -> TrainOptions:
                         + (" or fp16" if device.type == "cuda" else ""))
     elif o.precision == "fp16" and device.type != "cuda":
         raise WganError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-    if o.workers < 0:
-        o.workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                        else (os.cpu_count() or 1))
+    o.workers = resolve_workers(o.workers)
     if o.desc is None:
         name = Path(o.data).resolve().name if o.data else "data"
-        name = name.removesuffix(".csv") or "data"
+        name = name.removesuffix(".csv").removesuffix(".pack") or "data"
         o.desc = f"{name}-{o.loss}-{o.image_size}px"
     return o
+
+
+def resolve_workers(workers: int) -> int:
+    """``workers``, or for a negative value one per CPU core this process may use, up to 8."""
+    if workers >= 0:
+        return workers
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))
 
 
 def resolve_device(name: str) -> torch.device:
