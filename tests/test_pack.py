@@ -1,0 +1,155 @@
+"""Pack files: every image once in a stable order, bad images counted, interruption detected."""
+
+import itertools
+import json
+import threading
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from wgan.cli import main
+from wgan.dataset import ImageFolder, Prefetch, batch_stream, open_source
+from wgan.errors import WganError
+from wgan.pack import HEADER_BYTES, PackImages, pack_source, read_header
+from wgan.training import run_training
+
+SIZE = 16
+
+
+def pack(folder, out, **kwargs):
+    return pack_source(ImageFolder(folder, SIZE), out, progress=False, **kwargs)
+
+
+def test_pack_holds_every_image_once_in_source_order(small_flowers, tmp_path):
+    out = tmp_path / "f.pack"
+    header = pack(small_flowers, out, chunk=7, workers=2)
+    source = ImageFolder(small_flowers, SIZE)
+    assert header["complete"] and header["count"] == len(source) == 40 and header["bad"] == 0
+    packed = open_source(out, SIZE)
+    assert isinstance(packed, PackImages) and len(packed) == 40
+    expected = torch.stack([source[i] for i in range(len(source))])
+    assert torch.equal(packed.images, expected)
+    assert out.stat().st_size == HEADER_BYTES + 40 * 3 * SIZE * SIZE
+
+    # The same command again gives the same images in the same order.
+    again = tmp_path / "g.pack"
+    pack(small_flowers, again, chunk=40)
+    assert out.read_bytes()[HEADER_BYTES:] == again.read_bytes()[HEADER_BYTES:]
+
+    # One epoch of the training stream (5 batches of 8) shows each packed image exactly once.
+    stream = batch_stream(packed, 8, seed=3)
+    rows = torch.cat([next(stream)[0] for _ in range(5)])
+    matches = (rows[:, None] == expected[None]).flatten(2).all(2)  # [drawn, packed]
+    assert matches.sum(1).tolist() == [1] * 40  # each drawn image is one packed image
+    assert matches.sum(0).tolist() == [1] * 40  # each packed image is drawn once
+
+
+def test_bad_images_are_left_out_and_counted(small_flowers, tmp_path):
+    daisy = small_flowers / "daisy"
+    photo = next(daisy.iterdir()).read_bytes()
+    (daisy / "broken.jpg").write_bytes(b"not an image")
+    (daisy / "half.jpg").write_bytes(photo[: len(photo) // 2])
+    out = tmp_path / "f.pack"
+    header = pack(small_flowers, out, chunk=5, max_bad_fraction=0.5)
+    assert header["bad"] == 2 and header["count"] == 40 and header["source_records"] == 42
+    assert sorted(n.rsplit("/", 1)[1] for n in header["bad_names"]) == ["broken.jpg", "half.jpg"]
+    images = PackImages(out).images
+    assert images.flatten(1).float().std(1).min() > 5  # no zero-filled or constant slot
+    source = ImageFolder(small_flowers, SIZE)
+    good = [x for x in (source[i] for i in range(len(source))) if x is not None]
+    assert torch.equal(images, torch.stack(good))
+
+    # Past the limit the pack stops, unfinished, and says why.
+    with pytest.raises(WganError, match="max-bad-fraction"):
+        pack(small_flowers, tmp_path / "strict.pack", chunk=5, max_bad_fraction=0.01)
+    assert not read_header(tmp_path / "strict.pack")["complete"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_pack_is_detected_then_finished(small_flowers, tmp_path):
+    out = tmp_path / "f.pack"
+
+    def stop_after_two_chunks(header):
+        if header["done"] >= 16:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        pack(small_flowers, out, chunk=8, on_chunk=stop_after_two_chunks)
+    header = read_header(out)
+    assert not header["complete"] and header["done"] == 16 and header["count"] == 16
+    with pytest.raises(WganError, match="unfinished pack"):
+        open_source(out, SIZE)
+
+    # Run again: it goes on from record 16 and ends with the same file as an unbroken run.
+    seen = []
+    header = pack(small_flowers, out, chunk=8, on_chunk=lambda h: seen.append(h["done"]))
+    assert seen[0] == 24 and header["complete"] and header["count"] == 40
+    whole = tmp_path / "whole.pack"
+    pack(small_flowers, whole, chunk=8)
+    assert out.read_bytes()[HEADER_BYTES:] == whole.read_bytes()[HEADER_BYTES:]
+
+    # A complete pack cut short is refused too.
+    cut = tmp_path / "cut.pack"
+    cut.write_bytes(whole.read_bytes()[:-100])
+    with pytest.raises(WganError, match="cut short"):
+        open_source(cut, SIZE)
+
+
+def test_pack_refuses_to_clobber(small_flowers, tmp_path):
+    out = tmp_path / "f.pack"
+    pack(small_flowers, out)
+    with pytest.raises(WganError, match="already a complete pack"):
+        pack(small_flowers, out)
+    other = tmp_path / "notes.txt"
+    other.write_text("keep me")
+    with pytest.raises(WganError, match="not a pack file"):
+        pack(small_flowers, other)
+    assert other.read_text() == "keep me"
+    with pytest.raises(WganError, match="--image-size is 32"):
+        open_source(out, 32)
+
+
+def test_cli_pack_then_train(small_flowers, tmp_path):
+    out = tmp_path / "flowers.pack"
+    runner = CliRunner()
+    result = runner.invoke(main, ["pack", str(small_flowers), "--out", str(out), "--size", "16",
+                                  "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    header = json.loads(out.read_bytes()[9:HEADER_BYTES].decode())
+    assert header["count"] == 40 and header["size"] == 16 and header["source_kind"] == "folder"
+    assert "bicubic" in header["resize"] and header["jpeg_draft"] is True
+
+    result = runner.invoke(main, ["pack", str(small_flowers), "--out", str(out), "--size", "48"])
+    assert result.exit_code == 2 and "power of two" in result.output
+
+    from tests.test_training import options
+
+    opts = options(out, tmp_path, steps=4, workers=0)
+    run_dir, ended = run_training(opts)
+    stats = [json.loads(x) for x in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert ended == "done" and stats[-1]["images"] > 0 and stats[-1]["bad_images"] == 0
+    assert 0 <= stats[-1]["data_wait"] < 0.5
+    assert run_dir.name.endswith("flowers-wgan-16px")
+
+
+def test_prefetch_keeps_order_passes_errors_and_stops():
+    def numbers():
+        yield from range(5)
+        raise ValueError("source broke")
+
+    it = Prefetch(numbers(), depth=2)
+    assert [next(it) for _ in range(5)] == list(range(5))
+    with pytest.raises(ValueError, match="source broke"):
+        next(it)
+
+    endless = Prefetch(itertools.count(), depth=2)
+    next(endless)
+    thread = endless._thread
+    del endless
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+    assert not any(t.name == "wgan-prefetch" and t is thread for t in threading.enumerate())
