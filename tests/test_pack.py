@@ -1,15 +1,13 @@
 """Pack files: every image once in a stable order, bad images counted, interruption detected."""
 
-import itertools
 import json
-import threading
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 from wgan.cli import main
-from wgan.dataset import ImageFolder, Prefetch, batch_stream, open_source
+from wgan.dataset import ImageFolder, batch_stream, open_source
 from wgan.errors import WganError
 from wgan.pack import HEADER_BYTES, PackImages, pack_source, read_header
 from wgan.training import run_training
@@ -136,20 +134,27 @@ def test_cli_pack_then_train(small_flowers, tmp_path):
     assert run_dir.name.endswith("flowers-wgan-16px")
 
 
-def test_prefetch_keeps_order_passes_errors_and_stops():
-    def numbers():
-        yield from range(5)
-        raise ValueError("source broke")
+def test_pack_goes_to_the_device_when_it_fits(small_flowers, tmp_path, monkeypatch):
+    out = tmp_path / "f.pack"
+    pack(small_flowers, out)
+    packed = PackImages(out)
+    nbytes = packed.images.nbytes
+    cpu = torch.device("cpu")  # stands in for a CUDA device: the same copy and gather code
 
-    it = Prefetch(numbers(), depth=2)
-    assert [next(it) for _ in range(5)] == list(range(5))
-    with pytest.raises(ValueError, match="source broke"):
-        next(it)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * nbytes - 2, 10**12))
+    assert packed.on_device(cpu) is None  # more than half the free memory: stays on the host
 
-    endless = Prefetch(itertools.count(), depth=2)
-    next(endless)
-    thread = endless._thread
-    del endless
-    thread.join(timeout=2)
-    assert not thread.is_alive()
-    assert not any(t.name == "wgan-prefetch" and t is thread for t in threading.enumerate())
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * nbytes, 10**12))
+    held = packed.on_device(cpu)
+    assert held is not None and torch.equal(held, packed.images)
+    assert held.data_ptr() != packed.images.data_ptr()  # a copy, not the mapped file
+    assert packed.on_device(cpu) is held  # copied once, however many streams ask
+    assert "_device_images" not in packed.__getstate__()  # workers never receive the copy
+
+    # The stream gathers the same batches from either copy.
+    from wgan.dataset import InfiniteBatchSampler, _gather_batches
+
+    a = _gather_batches(held, InfiniteBatchSampler(40, 8, seed=1), pin_memory=False)
+    b = batch_stream(packed, 8, seed=1)
+    for _ in range(6):
+        assert torch.equal(next(a)[0], next(b)[0])

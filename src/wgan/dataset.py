@@ -13,8 +13,6 @@ import hashlib
 import io
 import logging
 import os
-import queue
-import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -379,6 +377,26 @@ class ArrayImages(torch.utils.data.Dataset):
     def describe(self) -> str:
         return self._name
 
+    def on_device(self, device: torch.device) -> torch.Tensor | None:
+        """The images copied to a CUDA ``device`` (once), or None when they take more than half
+        of its free memory."""
+        held = getattr(self, "_device_images", None)
+        if held is not None and held.device == device:
+            return held
+        images = self.images
+        free, _ = torch.cuda.mem_get_info(device)
+        if images.nbytes > free // 2:
+            log.info("training images (%.0f MB) stay in host memory: more than half the free "
+                     "memory of %s", images.nbytes / 2**20, device)
+            return None
+        held = torch.empty(images.shape, dtype=images.dtype, device=device)
+        step = max(1, (256 << 20) // max(1, images[0].nbytes))  # copy about 256 MB at a time
+        for i in range(0, len(images), step):
+            held[i:i + step].copy_(images[i:i + step])
+        log.info("training images (%.0f MB) copied to %s", images.nbytes / 2**20, device)
+        self._device_images = held
+        return held
+
 
 def open_source(
     path: str | os.PathLike,
@@ -476,17 +494,23 @@ def batch_stream(
     pin_memory: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    device: torch.device | str | None = None,
 ) -> Iterator[tuple[torch.Tensor, int]]:
     """Endless ``(uint8 [B, C, S, S] batch, bad images skipped)`` pairs, from batch ``start``.
 
-    Arrays (in memory or a memory-mapped pack file) are gathered batch by batch in a
-    background thread, a few batches ahead; everything else goes through one DataLoader whose
-    workers live as long as the stream (the sampler never ends, so no epoch restarts). With
-    ``pin_memory`` batches arrive in page-locked memory, ready for a non-blocking copy.
+    Arrays (in memory or a memory-mapped pack file) are gathered batch by batch, with no
+    decoding and no worker processes; on a CUDA ``device`` an array that takes at most half the
+    free device memory is copied there once and gathered there. Everything else goes through
+    one DataLoader whose workers live as long as the stream (the sampler never ends, so no
+    epoch restarts). With ``pin_memory`` host batches arrive in page-locked memory, ready for
+    a non-blocking copy.
     """
     sampler = InfiniteBatchSampler(len(dataset), batch_size, seed, start, rank, world_size)
     if isinstance(dataset, ArrayImages):
-        return Prefetch(_gather_batches(dataset.images, sampler, pin_memory), depth=4)
+        images = dataset.images
+        if device is not None and torch.device(device).type == "cuda":
+            images = dataset.on_device(torch.device(device)) or images
+        return _gather_batches(images, sampler, pin_memory)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -501,67 +525,15 @@ def batch_stream(
 
 def _gather_batches(images: torch.Tensor, sampler: InfiniteBatchSampler,
                     pin_memory: bool) -> Iterator[tuple[torch.Tensor, int]]:
+    """``images[batch]`` for each batch of the sampler, on the device that holds ``images``."""
     for idx in sampler:
         index = torch.tensor(idx, dtype=torch.int64)
-        if pin_memory:
+        if images.device.type != "cpu":
+            # note: a pageable host-to-device copy would wait for the queued GPU work.
+            index = index.pin_memory().to(images.device, non_blocking=True)
+            yield images.index_select(0, index), 0
+        elif pin_memory:
             out = torch.empty((len(idx), *images.shape[1:]), dtype=images.dtype, pin_memory=True)
             yield torch.index_select(images, 0, index, out=out), 0
         else:
             yield torch.index_select(images, 0, index), 0
-
-
-class _Failed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def _fill(source: Iterator, items: queue.Queue, stop: threading.Event) -> None:
-    """Move items from ``source`` to the queue until ``stop`` is set or the source ends."""
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    try:
-        for item in source:
-            if not put(item):
-                return
-        put(_Failed(StopIteration()))
-    except BaseException as exc:  # note: handed to the consumer, which raises it
-        put(_Failed(exc))
-
-
-class Prefetch:
-    """Iterate ``source`` in a daemon thread, ``depth`` items ahead; in order.
-
-    The thread stops soon after this object is closed or garbage-collected. Torch's gather and
-    copy release the GIL, so the next batches are made while the training step runs.
-    """
-
-    def __init__(self, source: Iterator, depth: int = 4) -> None:
-        self._items: queue.Queue = queue.Queue(depth)
-        self._stop = threading.Event()
-        # note: the thread must not hold a reference to self, or self would never be collected.
-        self._thread = threading.Thread(target=_fill, args=(source, self._items, self._stop),
-                                        daemon=True, name="wgan-prefetch")
-        self._thread.start()
-
-    def __iter__(self) -> Prefetch:
-        return self
-
-    def __next__(self):
-        item = self._items.get()
-        if isinstance(item, _Failed):
-            raise item.exc
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def __del__(self) -> None:
-        self.close()

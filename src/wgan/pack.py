@@ -305,6 +305,7 @@ class PackImages(ArrayImages):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_images"] = None  # note: a worker maps the file itself instead of a copy
+        state.pop("_device_images", None)
         return state
 
     def __len__(self) -> int:

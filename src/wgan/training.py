@@ -416,7 +416,7 @@ class Trainer:
         o = self.opts
         return batch_stream(self.dataset, self.local_batch, o.seed, start=self.counters.batches,
                             workers=o.workers, pin_memory=self.device.type == "cuda",
-                            rank=self.world.rank, world_size=self.world.size)
+                            rank=self.world.rank, world_size=self.world.size, device=self.device)
 
     def _should_stop(self) -> bool:
         # note: under torchrun a signal reaches the ranks at different steps; agreeing here
