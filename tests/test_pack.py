@@ -158,3 +158,66 @@ def test_pack_goes_to_the_device_when_it_fits(small_flowers, tmp_path, monkeypat
     b = batch_stream(packed, 8, seed=1)
     for _ in range(6):
         assert torch.equal(next(a)[0], next(b)[0])
+
+
+def test_pack_lmdb_and_csv_sources_and_read_from_workers(lsun_lmdb, small_flowers, tmp_path):
+    lmdb_source = open_source(lsun_lmdb, SIZE)
+    out = tmp_path / "lsun.pack"
+    header = pack_source(lmdb_source, out, chunk=64, progress=False)
+    assert header["source_kind"] == "lmdb" and header["count"] == 196
+    packed = PackImages(out)
+    assert torch.equal(packed.images[[0, 77, 195]],
+                       torch.stack([lmdb_source[i] for i in (0, 77, 195)]))
+
+    # Many worker processes read one pack at once, each through its own mapping.
+    loader = torch.utils.data.DataLoader(packed, batch_size=49, num_workers=2)
+    assert torch.equal(torch.cat(list(loader)), packed.images)
+
+    listed = sorted((small_flowers / "tulip").iterdir())[:5]
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("".join(f"tulip/{p.name},1\n" for p in reversed(listed)))
+    csv_source = open_source(csv_path, SIZE, data_root=small_flowers)
+    header = pack_source(csv_source, tmp_path / "csv.pack", progress=False)
+    assert header["source_kind"] == "csv" and header["count"] == 5
+    expected = ImageFolder(small_flowers, SIZE)
+    first = expected.files.index(f"tulip/{listed[-1].name}")
+    assert torch.equal(PackImages(tmp_path / "csv.pack").images[0], expected[first])  # CSV order
+
+
+@pytest.mark.slow
+def test_sigkilled_pack_is_refused_then_finished(flowers, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "f.pack"
+    args = [sys.executable, "-m", "wgan", "pack", str(flowers), "--out", str(out), "--size",
+            "16", "--workers", "0", "--chunk", "64"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        done = 0
+        while done < 640 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            try:
+                done = read_header(out)["done"]
+            except (WganError, FileNotFoundError):
+                pass  # not there yet, or caught mid-write
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    header = read_header(out)
+    assert not header["complete"] and 640 <= header["done"] < 4317
+    with pytest.raises(WganError, match="unfinished pack"):
+        open_source(out, 16)
+
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "continuing" in result.stderr, result.stderr
+    whole = tmp_path / "whole.pack"
+    subprocess.run(args[:6] + [str(whole)] + args[7:], env=env, check=True, timeout=120,
+                   capture_output=True)
+    assert out.read_bytes()[HEADER_BYTES:] == whole.read_bytes()[HEADER_BYTES:]
+    assert len(PackImages(out)) == 4317
