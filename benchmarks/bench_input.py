@@ -127,7 +127,8 @@ def main() -> None:
     logging.getLogger().handlers[0].setLevel(logging.WARNING)  # the trainer's progress lines
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     workers = resolve_workers(args.workers)
-    scale = 1 if args.quick else 3
+    scale = 1 if args.quick else 2
+    rounds = 3 if args.quick else 5
     data = Path(args.data)
     sets = {"large": data / "hymenoptera", "small": data / "flowers-128"}
     for path in sets.values():
@@ -135,22 +136,27 @@ def main() -> None:
             sys.exit(f"error: {path} is missing; pass --data with the folder that holds it")
 
     print(f"machine: {machine()}")
-    print(f"workers: {workers}, batch {BATCH}, {SIZE}x{SIZE}; rates are ready batches "
-          "(float in [-1, 1]) per second, times images")
+    print(f"workers: {workers}, batch {BATCH}, {SIZE}x{SIZE}; rates are images per second "
+          f"delivered as ready batches (float in [-1, 1]), best of {rounds} alternating rounds")
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_input_") as tmp:
         tmp = Path(tmp)
         for key, path in sets.items():
             ours = ImageFolder(path, SIZE)
-            n = 12 * scale if key == "large" else 25 * scale
-            r: dict[str, float] = {}
-            r["a"] = rate(baseline_batches(BaselineImages(path, ours.files), workers), n)
-            r["b"] = rate(our_batches(ours, workers), n)
+            n = 8 * scale if key == "large" else 20 * scale
+            r: dict[str, float] = {"a": 0.0, "b": 0.0}
+            # note: the machine is shared, so (a) and (b) take turns and each keeps its best
+            # round; a burst of someone else's load then cannot favour one of them.
+            for _ in range(rounds):
+                base = rate(baseline_batches(BaselineImages(path, ours.files), workers), n)
+                r["a"] = max(r["a"], base)
+                r["b"] = max(r["b"], rate(our_batches(ours, workers), n))
             t0 = time.perf_counter()
             pack_file = tmp / f"{key}.pack"
             pack_source(ours, pack_file, workers=workers, progress=False)
             r["pack"] = len(ours) / (time.perf_counter() - t0)
-            r["c"] = rate(our_batches(PackImages(pack_file), workers), 300 * scale)
+            r["c"] = max(rate(our_batches(PackImages(pack_file), workers), 200 * scale)
+                         for _ in range(rounds))
             results[key] = r
             print(f"{path.name:12s} ({len(ours)} images): (a) baseline {r['a']:8.0f} img/s  "
                   f"(b) ours {r['b']:8.0f} img/s = {r['b'] / r['a']:5.2f}x  "
