@@ -38,7 +38,7 @@ class TrainOptions:
     # Data and output.
     data: str | None = field(default=None, metadata=opt(
         "Training images: a folder (searched recursively), a CSV list of path,label rows, "
-        "or an LSUN LMDB folder.", type=str))
+        "an LSUN LMDB folder, or a pack file made by wgan pack (fastest).", type=str))
     data_root: str | None = field(default=None, metadata=opt(
         "Folder that CSV paths are relative to [default: the CSV's folder].", type=str))
     allow_outside_root: bool = field(default=False, metadata=opt(

@@ -162,7 +162,8 @@ def pack_source(
     An unfinished pack of the same source and settings at ``out`` is continued; a finished one,
     or one of anything else, is replaced only with ``overwrite``. Bad images are skipped,
     counted and named in the header; past ``max_bad_fraction`` (after 1,000 records or the whole
-    source) the pack stops unfinished. ``on_chunk`` is called with the header after each chunk.
+    source) the pack stops unfinished. ``progress`` shows a progress bar; without it a log line
+    marks each tenth of the source. ``on_chunk`` is called with the header after each chunk.
     """
     from tqdm import tqdm
 
@@ -230,6 +231,10 @@ def pack_source(
                 _write_header(f, header)
                 _check_bad(header, max_bad_fraction, out)
                 bar.update(len(items))
+                tenth = 10 * header["done"] // len(source)
+                if not progress and tenth > 10 * (header["done"] - len(items)) // len(source):
+                    log.info("packed %d of %d records (%d bad)", header["done"], len(source),
+                             header["bad"])
                 bar.set_postfix(bad=header["bad"], refresh=False)
                 if on_chunk is not None:
                     on_chunk(header)

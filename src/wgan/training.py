@@ -664,7 +664,8 @@ def run_training(
         require_tensorboard()
     if dataset is None:
         if not opts.data:
-            raise WganError("--data is required: a folder of images, a CSV list or an LMDB folder")
+            raise WganError("--data is required: a folder of images, a CSV list, an LMDB "
+                            "folder or a pack file")
         dataset = open_source(opts.data, opts.image_size, opts.channels, opts.data_root,
                               opts.allow_outside_root)
     if state is None:
