@@ -37,7 +37,10 @@ def test_pack_holds_every_image_once_in_source_order(small_flowers, tmp_path):
 
     # One epoch of the training stream (5 batches of 8) shows each packed image exactly once.
     stream = batch_stream(packed, 8, seed=3)
-    rows = torch.cat([next(stream)[0] for _ in range(5)])
+    batches = [next(stream)[0] for _ in range(5)]
+    rows = torch.cat(batches)
+    resumed = batch_stream(packed, 8, seed=3, start=2)  # a resumed run draws the same batches
+    assert all(torch.equal(next(resumed)[0], b) for b in batches[2:])
     matches = (rows[:, None] == expected[None]).flatten(2).all(2)  # [drawn, packed]
     assert matches.sum(1).tolist() == [1] * 40  # each drawn image is one packed image
     assert matches.sum(0).tolist() == [1] * 40  # each packed image is drawn once
@@ -62,6 +65,19 @@ def test_bad_images_are_left_out_and_counted(small_flowers, tmp_path):
     with pytest.raises(WganError, match="max-bad-fraction"):
         pack(small_flowers, tmp_path / "strict.pack", chunk=5, max_bad_fraction=0.01)
     assert not read_header(tmp_path / "strict.pack")["complete"]
+
+
+def test_header_stays_within_one_page_with_long_bad_names(small_flowers, tmp_path):
+    from wgan.pack import HEADER_PAGE, _fresh_header, _header_bytes
+
+    header = _fresh_header(ImageFolder(small_flowers, SIZE), draft=True)
+    header["bad"] = 500
+    header["bad_names"] = [f"{'x' * 290}/{i}.jpg" for i in range(20)]
+    raw = _header_bytes(header)
+    assert len(raw) == HEADER_PAGE and raw.endswith(b"\n")
+    parsed = json.loads(raw[9:])
+    assert parsed["bad"] == 500 and 5 <= len(parsed["bad_names"]) < 20
+    assert parsed["bad_names"] == header["bad_names"]
 
 
 class Interrupt(Exception):

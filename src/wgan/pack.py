@@ -1,8 +1,8 @@
 """Pack files: any image source decoded once into one file of pre-resized uint8 images.
 
 Layout of a pack file:
-- bytes ``0 .. HEADER_BYTES``: ``MAGIC``, then a JSON header padded with spaces and ending in
-  a newline (format, source, size, channels, count, resize method, bad images, ``complete``);
+- bytes ``0 .. HEADER_BYTES``: ``MAGIC``, then a JSON header within the first 4 KiB (format,
+  source, size, channels, count, resize method, bad images, ``complete``), then whitespace;
 - then ``count`` images as one C-ordered uint8 array ``[count, channels, size, size]``.
 
 The header is rewritten in place after each chunk of images is on disk, so a pack stopped at
@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"WGANPACK\n"
 FORMAT = "wgan-pack/1"
-HEADER_BYTES = 65536  # page-aligned start of the images; room for the JSON header
-MAX_BAD_NAMES = 50  # bad images named in the header (all of them are counted)
+HEADER_BYTES = 65536  # page-aligned start of the images
+HEADER_PAGE = 4096  # the JSON is kept within the first page, so an update is one page write
+MAX_BAD_NAMES = 20  # bad images named in the header at most (all of them are counted)
 
 
 def is_pack(path: str | os.PathLike) -> bool:
@@ -77,8 +78,13 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _header_bytes(header: dict[str, Any]) -> bytes:
-    body = json.dumps(header, indent=1, sort_keys=True).encode("utf-8")
-    room = HEADER_BYTES - len(MAGIC) - 1
+    """The header's first page: MAGIC, the JSON, spaces, a newline."""
+    room = HEADER_PAGE - len(MAGIC) - 1
+    while True:
+        body = json.dumps(header, indent=1, sort_keys=True).encode("utf-8")
+        if len(body) <= room or not header["bad_names"]:
+            break
+        header["bad_names"].pop()  # note: long paths; name fewer bad images, count them all
     assert len(body) <= room, f"pack header of {len(body)} bytes does not fit in {room}"
     return MAGIC + body + b" " * (room - len(body)) + b"\n"
 
@@ -201,6 +207,7 @@ def pack_source(
         raise WganError(f"cannot write {out}: {exc.strerror or exc}") from None
     with f:
         if mode == "w+b":
+            f.write(b" " * (HEADER_BYTES - 1) + b"\n")
             _write_header(f, header)
             fsync_dir(out.parent.resolve())
         start = header["done"]
