@@ -118,6 +118,15 @@ def test_pack_refuses_to_clobber(small_flowers, tmp_path):
     pack(small_flowers, out)
     with pytest.raises(WganError, match="already a complete pack"):
         pack(small_flowers, out)
+
+    # --overwrite makes a new file: a reader of the old one keeps its images.
+    reader = PackImages(out)
+    before = reader.images.clone()
+    first, *_, last = sorted((small_flowers / "daisy").iterdir())
+    first.write_bytes(last.read_bytes())  # same count, other pixels
+    pack(small_flowers, out, overwrite=True)
+    assert torch.equal(reader.images, before)
+    assert torch.equal(PackImages(out).images[0], before[7])
     other = tmp_path / "notes.txt"
     other.write_text("keep me")
     with pytest.raises(WganError, match="not a pack file"):

@@ -227,8 +227,13 @@ def pack(data, out, size, channels, data_root, allow_outside_root, workers, chun
     source = open_source(data, size, int(channels), data_root, allow_outside_root)
     assert isinstance(source, ImageSource), f"unexpected source type {type(source).__name__}"
     source.draft = draft
-    pack_source(source, out, workers=resolve_workers(workers), chunk=chunk, overwrite=overwrite,
-                max_bad_fraction=max_bad_fraction, progress=sys.stderr.isatty())
+    try:
+        pack_source(source, out, workers=resolve_workers(workers), chunk=chunk,
+                    overwrite=overwrite, max_bad_fraction=max_bad_fraction,
+                    progress=sys.stderr.isatty())
+    except KeyboardInterrupt:
+        raise WganError(f"interrupted: {out} is unfinished; run the same command again to go "
+                        "on from where it stopped") from None
 
 
 @main.command()

@@ -202,6 +202,10 @@ def pack_source(
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "w+b" and out.exists():
+            # note: a new file, not the old one truncated: a run still training from the old
+            # pack keeps its mapping instead of dying of SIGBUS.
+            out.unlink()
         f = open(out, mode)
     except OSError as exc:
         raise WganError(f"cannot write {out}: {exc.strerror or exc}") from None
