@@ -58,7 +58,8 @@ def train_option_flags(func):
 def main(quiet: bool) -> None:
     """Train Wasserstein GANs on image collections (LSUN, folders of photos, CSV lists).
 
-    Start with `wgan demo`, then `wgan train --data PATH`. Each command has --help.
+    Start with `wgan demo`, then `wgan train --data PATH`. For speed, decode PATH once with
+    `wgan pack PATH --out FILE` and train with `--data FILE`. Each command has --help.
     """
     if not any(getattr(h, "_wgan_console", False) for h in log.handlers):
         console = logging.StreamHandler(sys.stderr)
