@@ -153,7 +153,7 @@ def main() -> None:
                 r["b"] = max(r["b"], rate(our_batches(ours, workers), n))
             t0 = time.perf_counter()
             pack_file = tmp / f"{key}.pack"
-            pack_source(ours, pack_file, workers=workers, progress=False)
+            pack_source(ours, pack_file, workers=workers, show_progress=False)
             r["pack"] = len(ours) / (time.perf_counter() - t0)
             r["c"] = max(rate(our_batches(PackImages(pack_file), workers), 200 * scale)
                          for _ in range(rounds))

@@ -16,7 +16,7 @@ SIZE = 16
 
 
 def pack(folder, out, **kwargs):
-    return pack_source(ImageFolder(folder, SIZE), out, progress=False, **kwargs)
+    return pack_source(ImageFolder(folder, SIZE), out, show_progress=False, **kwargs)
 
 
 def test_pack_holds_every_image_once_in_source_order(small_flowers, tmp_path):
@@ -188,7 +188,7 @@ def test_pack_goes_to_the_device_when_it_fits(small_flowers, tmp_path, monkeypat
 def test_pack_lmdb_and_csv_sources_and_read_from_workers(lsun_lmdb, small_flowers, tmp_path):
     lmdb_source = open_source(lsun_lmdb, SIZE)
     out = tmp_path / "lsun.pack"
-    header = pack_source(lmdb_source, out, chunk=64, progress=False)
+    header = pack_source(lmdb_source, out, chunk=64, show_progress=False)
     assert header["source_kind"] == "lmdb" and header["count"] == 196
     packed = PackImages(out)
     assert torch.equal(packed.images[[0, 77, 195]],
@@ -202,7 +202,7 @@ def test_pack_lmdb_and_csv_sources_and_read_from_workers(lsun_lmdb, small_flower
     csv_path = tmp_path / "list.csv"
     csv_path.write_text("".join(f"tulip/{p.name},1\n" for p in reversed(listed)))
     csv_source = open_source(csv_path, SIZE, data_root=small_flowers)
-    header = pack_source(csv_source, tmp_path / "csv.pack", progress=False)
+    header = pack_source(csv_source, tmp_path / "csv.pack", show_progress=False)
     assert header["source_kind"] == "csv" and header["count"] == 5
     expected = ImageFolder(small_flowers, SIZE)
     first = expected.files.index(f"tulip/{listed[-1].name}")

@@ -230,8 +230,7 @@ def pack(data, out, size, channels, data_root, allow_outside_root, workers, chun
     source.draft = draft
     try:
         pack_source(source, out, workers=resolve_workers(workers), chunk=chunk,
-                    overwrite=overwrite, max_bad_fraction=max_bad_fraction,
-                    progress=sys.stderr.isatty())
+                    overwrite=overwrite, max_bad_fraction=max_bad_fraction)
     except KeyboardInterrupt:
         raise WganError(f"interrupted: {out} is unfinished; run the same command again to go "
                         "on from where it stopped") from None

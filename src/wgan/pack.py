@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wgan import __version__
+from wgan import __version__, progress
 from wgan.checkpoint import fsync_dir
 from wgan.dataset import (
     RESAMPLE,
@@ -160,7 +160,7 @@ def pack_source(
     chunk: int = 256,
     overwrite: bool = False,
     max_bad_fraction: float = 0.01,
-    progress: bool = True,
+    show_progress: bool = True,
     on_chunk: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Decode every image of ``source`` in order into the pack file ``out``; returns its header.
@@ -168,11 +168,10 @@ def pack_source(
     An unfinished pack of the same source and settings at ``out`` is continued; a finished one,
     or one of anything else, is replaced only with ``overwrite``. Bad images are skipped,
     counted and named in the header; past ``max_bad_fraction`` (after 1,000 records or the whole
-    source) the pack stops unfinished. ``progress`` shows a progress bar; without it a log line
-    marks each tenth of the source. ``on_chunk`` is called with the header after each chunk.
+    source) the pack stops unfinished. ``show_progress`` draws a progress bar on a terminal and
+    otherwise logs a line at each tenth of the source. ``on_chunk`` is called with the header
+    after each chunk.
     """
-    from tqdm import tqdm
-
     out = Path(out)
     header = _fresh_header(source, source.draft)
     item = image_bytes(header)
@@ -220,8 +219,9 @@ def pack_source(
             batch_size=chunk, num_workers=workers, collate_fn=_collate,
             prefetch_factor=2 if workers > 0 else None,
         )
-        bar = tqdm(total=len(source), initial=start, unit="img", desc=f"pack {out.name}",
-                   disable=not progress, dynamic_ncols=True, smoothing=0.05)
+        bar = progress.bar(total=len(source), initial=start, unit="img", desc=f"pack {out.name}",
+                           disable=not show_progress, smoothing=0.05)
+        log_tenths = show_progress and bar.disable
         try:
             for items in loader:
                 good = [x for x in items if x is not None]
@@ -243,7 +243,7 @@ def pack_source(
                 _check_bad(header, max_bad_fraction, out)
                 bar.update(len(items))
                 tenth = 10 * header["done"] // len(source)
-                if not progress and tenth > 10 * (header["done"] - len(items)) // len(source):
+                if log_tenths and tenth > 10 * (header["done"] - len(items)) // len(source):
                     log.info("packed %d of %d records (%d bad)", header["done"], len(source),
                              header["bad"])
                 bar.set_postfix(bad=header["bad"], refresh=False)
