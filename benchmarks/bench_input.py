@@ -10,7 +10,7 @@ For each image set, all in one run and with the same number of worker processes:
     uint8) through `batch_stream` (persistent workers, endless sampler), then the conversion
     to [-1, 1] the trainer does on its device;
 (c) ours from a pack file made by `wgan pack` (the time to make it is reported too).
-The sets are hymenoptera (397 photos, mostly 500x375, up to 2592x1944) and flowers-128
+The sets are hymenoptera (398 files, mostly 500x375 JPEGs, up to 2592x1944) and flowers-128
 (4,317 small JPEGs). Last, the share of a 64x64 training run's time spent waiting for data
 when it trains from the pack, for the paper's network widths and for tiny ones (a stand-in
 for a fast device). The last line is
