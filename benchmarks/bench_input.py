@@ -1,6 +1,7 @@
 """Images per second delivered as ready 64x64 training batches: the common loader against ours.
 
-    python benchmarks/bench_input.py [--quick] [--workers N] [--data ../shared/data]
+    python benchmarks/bench_input.py [--quick] [--workers N] [--device cpu|cuda]
+                                     [--data ../shared/data]
 
 For each image set, all in one run and with the same number of worker processes:
 (a) the common baseline: a Dataset that opens each file with Pillow, decodes it in full,
@@ -92,12 +93,14 @@ def rate(batches, n_batches: int, warmup: int = 2) -> float:
     return images / (time.perf_counter() - t0)
 
 
-def wait_share(pack: Path, outdir: Path, width: int, steps: int, workers: int) -> float:
+def wait_share(pack: Path, outdir: Path, width: int, steps: int, workers: int,
+               device: str) -> float:
     """The mean data-wait share of the ticks after the first of a short 64x64 run."""
     opts = build_options({
         "data": str(pack), "outdir": str(outdir), "image_size": SIZE, "ngf": width,
-        "ndf": width, "batch_size": BATCH, "steps": steps, "tick_every": 2, "warmup": False,
-        "sample_every": 0, "snapshot_every": 0, "workers": workers, "desc": f"w{width}",
+        "ndf": width, "batch_size": BATCH, "steps": steps, "tick_every": max(2, steps // 5),
+        "warmup": False, "sample_every": 0, "snapshot_every": 0, "workers": workers,
+        "desc": f"w{width}", "device": device,
     })
     run_dir, _ = run_training(opts)
     stats = [json.loads(x) for x in (run_dir / "stats.jsonl").read_text().splitlines()]
@@ -120,6 +123,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer batches (< 3 minutes here)")
     p.add_argument("--workers", type=int, default=-1,
                    help="worker processes for every loader (-1: one per CPU core, up to 8)")
+    p.add_argument("--device", default="cpu",
+                   help="device of the short training runs that measure the data-wait share "
+                   "(cpu, cuda, auto)")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
                    help="folder holding hymenoptera/ and flowers-128/")
     args = p.parse_args()
@@ -165,9 +171,13 @@ def main() -> None:
 
         # The trainer from the pack: how much of its time is spent waiting for data.
         steps = 4 if args.quick else 10
+        if args.device != "cpu":
+            steps *= 50  # a GPU steps in milliseconds
         for width, label in ((64, "paper widths (ngf = ndf = 64)"), (8, "tiny nets (8)")):
-            share = wait_share(tmp / "small.pack", tmp / "runs", width, steps, workers)
-            print(f"data-wait share, 64x64 run from the flowers pack, {label}: {100 * share:.2f}%")
+            share = wait_share(tmp / "small.pack", tmp / "runs", width, steps, workers,
+                               args.device)
+            print(f"data-wait share, 64x64 run from the flowers pack on {args.device}, {label}: "
+                  f"{100 * share:.2f}%")
 
     large, small = results["large"], results["small"]
     print(f"RESULT large_ratio={large['b'] / large['a']:.2f} "
