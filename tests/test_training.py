@@ -161,3 +161,40 @@ def test_user_errors_are_clear(tmp_path):
         build_options({"image_size": 48})
     with pytest.raises(WganError, match="does not exist"):
         run_training(build_options({"data": str(tmp_path / "none"), "outdir": str(tmp_path)}))
+
+
+def test_global_generators_are_restored_on_resume(small_flowers, tmp_path):
+    import random
+
+    import numpy as np
+
+    trainer = Trainer(options(small_flowers, tmp_path, steps=1), None, tmp_path)
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    random.gauss(0, 1)  # leaves a cached second value in Python's state
+    state = trainer.state_dict()
+    checkpoint.save(state, tmp_path / "s.pt")
+    want = (random.random(), random.gauss(0, 1), np.random.rand(), torch.rand(1).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    trainer.load_state_dict(checkpoint.load(tmp_path / "s.pt", checkpoint.STATE_FORMAT))
+    got = (random.random(), random.gauss(0, 1), np.random.rand(), torch.rand(1).item())
+    assert got == want
+
+
+def test_full_disk_keeps_the_last_state_and_says_so(small_flowers, tmp_path, monkeypatch):
+    run_dir, _ = run_training(options(small_flowers, tmp_path, steps=4))
+    before = (run_dir / "training-state-0000004.pt").read_bytes()
+
+    def no_space(obj, f, *args, **kw):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(WganError, match=r"could not write .*training-state-0000004\.pt: No space "
+                                        r"left on device; free some disk space"):
+        checkpoint.save({"format": checkpoint.STATE_FORMAT}, run_dir / "training-state-0000004.pt")
+    assert (run_dir / "training-state-0000004.pt").read_bytes() == before
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+    # ...and through the loop: the run stops with that one line, the old state intact.
+    with pytest.raises(WganError, match="No space left on device"):
+        run_training(None, resume=run_dir, resume_flags={"steps": 8})
+    assert checkpoint.step_of(checkpoint.newest_state(run_dir)) == 4

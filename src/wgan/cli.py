@@ -10,9 +10,10 @@ from pathlib import Path
 
 import click
 
-from wgan import __version__
+from wgan import __version__, progress
 from wgan.errors import WganError
 from wgan.options import PRESETS, build_options, load_config_file, option_fields
+from wgan.sampling import WALKS
 
 log = logging.getLogger("wgan")
 
@@ -53,11 +54,12 @@ def train_option_flags(func):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="wgan")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
 def main(quiet: bool) -> None:
     """Train Wasserstein GANs on image collections (LSUN, folders of photos, CSV lists).
 
-    Start with `wgan demo`, then `wgan train --data PATH`. Each command has --help.
+    Start with `wgan demo`, then `wgan train --data PATH`. For speed, decode PATH once with
+    `wgan pack PATH --out FILE` and train with `--data FILE`. Each command has --help.
     """
     if not any(getattr(h, "_wgan_console", False) for h in log.handlers):
         console = logging.StreamHandler(sys.stderr)
@@ -69,6 +71,7 @@ def main(quiet: bool) -> None:
         if getattr(h, "_wgan_console", False):
             h.setLevel(logging.WARNING if quiet else logging.INFO)
     log.setLevel(logging.INFO)
+    progress.set_quiet(quiet)
 
 
 def _flags(kwargs: dict) -> dict:
@@ -87,17 +90,23 @@ def _flags(kwargs: dict) -> dict:
 @click.option("--transfer", type=click.Path(dir_okay=False),
               help="Start a new run from the weights of a snapshot or state.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved options as JSON and exit.")
+@click.option("--gpus", type=click.IntRange(min=1), default=None,
+              help="Train on this many GPUs of this machine (launches torchrun; --batch-size "
+              "stays the global batch).")
 @_guard
-def train(config_file, resume, transfer, dry_run, **kwargs) -> None:
+def train(config_file, resume, transfer, dry_run, gpus, **kwargs) -> None:
     """Train a WGAN (Algorithm 1 of Arjovsky et al., 2017) on real images.
 
     Each run gets a new numbered folder under --outdir with training_options.json, log.txt,
     stats.jsonl, reals.png, sample grids fakesNNNNNNN.png, progress.png, network snapshots
     and training states.
     """
+    from wgan import distributed
     from wgan.training import run_training
 
     flags = _flags(kwargs)
+    if gpus and gpus > 1 and not dry_run and not distributed.launched_by_torchrun():
+        sys.exit(distributed.launch(gpus, _without_gpus_flag(sys.argv[1:])))
     if resume and transfer:
         raise WganError("--resume and --transfer cannot be used together: --resume goes on "
                         "with a run, --transfer starts a new one from its weights")
@@ -111,14 +120,34 @@ def train(config_file, resume, transfer, dry_run, **kwargs) -> None:
             opts, _ = resume_options(find_state(resume), flags)
             click.echo(json.dumps(opts.to_dict(), indent=2, sort_keys=True))
             return
-        run_training(None, resume=resume, resume_flags=flags)
+        world = distributed.init(flags.get("device") or "auto")
+        try:
+            run_training(None, resume=resume, resume_flags=flags, world=world)
+        finally:
+            distributed.shutdown(world)
         return
     config = load_config_file(config_file) if config_file else None
     opts = build_options(flags, config)
     if dry_run:
         click.echo(json.dumps(opts.to_dict(), indent=2, sort_keys=True))
         return
-    run_training(opts, transfer=transfer)
+    world = distributed.init(opts.device)
+    try:
+        run_training(opts, transfer=transfer, world=world)
+    finally:
+        distributed.shutdown(world)
+
+
+def _without_gpus_flag(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--gpus":
+            skip = True
+        elif not arg.startswith("--gpus="):
+            out.append(arg)
+    return out
 
 
 @main.command()
@@ -148,25 +177,102 @@ def demo(outdir, steps, seed, device, dry_run) -> None:
 
 
 @main.command()
+@click.argument("data", type=click.Path())
+@click.option("--out", required=True, type=click.Path(),
+              help="The pack file to write, e.g. bedroom-64.pack.")
+@click.option("--size", type=int, default=64, show_default=True,
+              help="Image side in pixels: 16, 32, 64, 128 or 256 (train with the same "
+              "--image-size).")
+@click.option("--channels", type=click.Choice(["1", "3"]), default="3", show_default=True,
+              help="3 (RGB) or 1 (grey).")
+@click.option("--data-root", type=click.Path(file_okay=False),
+              help="Folder that a CSV list's paths are relative to [default: the CSV's folder].")
+@click.option("--allow-outside-root", is_flag=True,
+              help="Let a CSV list name files outside its root.")
+@click.option("--workers", type=int, default=-1, show_default=True,
+              help="Decoding processes (-1: one per CPU core, up to 8; 0: in this process).")
+@click.option("--chunk", type=int, default=256, show_default=True,
+              help="Images decoded and written between two header updates.")
+@click.option("--draft/--no-draft", default=True, show_default=True,
+              help="Reduce JPEGs in the DCT domain before resizing (fast, within a stated "
+              "tolerance of a full decode); --no-draft decodes in full.")
+@click.option("--max-bad-fraction", type=float, default=0.01, show_default=True,
+              help="Stop when more than this share of the images read cannot be decoded.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace --out if it is a finished pack or something else.")
+@_guard
+def pack(data, out, size, channels, data_root, allow_outside_root, workers, chunk, draft,
+         max_bad_fraction, overwrite) -> None:
+    """Decode DATA (folder, CSV list or LMDB) once into a pack file for fast training.
+
+    The pack holds every good image of DATA, resized and centre-cropped to SIZE, in DATA's
+    order, as one memory-mapped uint8 array after a JSON header. Bad images are left out and
+    counted in the header. Run the same command again to finish a pack that was stopped.
+    Train from it with: wgan train --data OUT --image-size SIZE
+    """
+    from wgan.dataset import ImageSource, open_source
+    from wgan.networks import check_image_size
+    from wgan.options import resolve_workers
+    from wgan.pack import is_pack, pack_source
+
+    try:
+        check_image_size(size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--size") from None
+    if chunk < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--chunk")
+    if not 0 <= max_bad_fraction <= 1:
+        raise click.BadParameter("must be in [0, 1]", param_hint="--max-bad-fraction")
+    if Path(data).is_file() and is_pack(data):
+        raise WganError(f"{data} is already a pack file; train from it with --data {data}")
+    source = open_source(data, size, int(channels), data_root, allow_outside_root)
+    assert isinstance(source, ImageSource), f"unexpected source type {type(source).__name__}"
+    source.draft = draft
+    try:
+        pack_source(source, out, workers=resolve_workers(workers), chunk=chunk,
+                    overwrite=overwrite, max_bad_fraction=max_bad_fraction)
+    except KeyboardInterrupt:
+        raise WganError(f"interrupted: {out} is unfinished; run the same command again to go "
+                        "on from where it stopped") from None
+
+
+@main.command()
 @click.option("--checkpoint", "checkpoint_path", required=True, type=click.Path(dir_okay=False),
               help="A network-snapshot-*.pt (or training-state-*.pt) file.")
-@click.option("--seeds", default="0-63", show_default=True,
-              help="Seeds to draw, e.g. 0-63 or 1,5,9. Each seed always gives the same image.")
+@click.option("--seeds", default=None,
+              help="Seeds to draw, e.g. 0-63 or 1,5,9. Each seed always gives the same image. "
+              "[default: 0-63; 0-4 with --interpolate]")
 @click.option("--out", required=True, type=click.Path(),
-              help="A folder for one PNG per seed, or a file ending in .png for one grid.")
+              help="A folder for one PNG per seed, or a file ending in .png for one grid. "
+              "With --interpolate: .png (grid), .gif or .webp (animation), or a folder (both).")
 @click.option("--columns", type=int, default=None, help="Grid columns [default: square].")
+@click.option("--interpolate", is_flag=True,
+              help="Walk in latent space from each seed to the next: one grid row per walk.")
+@click.option("--walk", type=click.Choice(WALKS), default="spherical", show_default=True,
+              help="Path of the walk between two seeds' codes.")
+@click.option("--frames", type=click.IntRange(min=2), default=10, show_default=True,
+              help="Images per walk, both ends included.")
+@click.option("--frame-ms", type=click.IntRange(min=10), default=80, show_default=True,
+              help="Milliseconds per frame of the animation.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 @_guard
-def sample(checkpoint_path, seeds, out, columns, device) -> None:
-    """Draw images from a trained generator."""
+def sample(checkpoint_path, seeds, out, columns, interpolate, walk, frames, frame_ms,
+           device) -> None:
+    """Draw images from a trained generator, or walks between seeds (--interpolate)."""
     from wgan import images
     from wgan.options import resolve_device
-    from wgan.sampling import generate, noise_for_seeds, parse_seeds
+    from wgan.sampling import generate, generate_walk, noise_for_seeds, parse_seeds, save_walk
     from wgan.training import load_generator
 
-    seed_list = parse_seeds(seeds)
+    seed_list = parse_seeds(seeds or ("0-4" if interpolate else "0-63"))
     generator = load_generator(checkpoint_path, resolve_device(device))
-    fakes = generate(generator, noise_for_seeds(seed_list, generator.nz))
+    if interpolate:
+        written = save_walk(generate_walk(generator, seed_list, frames, walk), out, walk,
+                            frame_ms)
+        click.echo(f"wrote {len(seed_list) - 1} {walk} walks of {frames} images to "
+                   + ", ".join(map(str, written)))
+        return
+    fakes = generate(generator, noise_for_seeds(seed_list, generator.nz), desc="sampling")
     out_path = Path(out)
     try:
         if out_path.suffix.lower() == ".png":
@@ -175,7 +281,8 @@ def sample(checkpoint_path, seeds, out, columns, device) -> None:
             click.echo(f"wrote a grid of {len(seed_list)} images to {out_path}")
         else:
             out_path.mkdir(parents=True, exist_ok=True)
-            for s, img in zip(seed_list, fakes, strict=True):
+            for s, img in progress.bar(zip(seed_list, fakes, strict=True), len(seed_list),
+                                       "writing", "img"):
                 images.save_png(images.to_pil(img), out_path / f"seed{s:04d}.png")
             click.echo(f"wrote {len(seed_list)} images to {out_path}/")
     except OSError as exc:
@@ -283,6 +390,23 @@ def index(image_dir, csv_path, sample_fraction, sample_csv, seed, label, label_b
     summary = build_index(image_dir, csv_path, sample_fraction, sample_csv, seed, label,
                           label_by_folder, check_content)
     click.echo(f"index: {summary}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="The HTML file to write [default: RUN_DIR/report.html].")
+@click.option("--max-grids", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Sample grids on the slider at most (evenly spaced, the last always shown).")
+@_guard
+def report(run_dir, out, max_grids) -> None:
+    """One self-contained HTML page of a run: options, curves, metrics, sample grids.
+
+    Works on a run that is still training or that stopped early; opens offline.
+    """
+    from wgan.report import write_report
+
+    click.echo(f"wrote {write_report(run_dir, out, max_grids)}")
 
 
 if __name__ == "__main__":

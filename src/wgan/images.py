@@ -37,3 +37,21 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     """One uint8 ``[C, H, W]`` image."""
     arr = image.permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+
+
+ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP"}
+
+
+def save_animation(frames: list[torch.Tensor], path: str | os.PathLike, frame_ms: int = 80,
+                   scale: int = 1) -> None:
+    """Uint8 ``[C, H, W]`` frames as a looping animated GIF or WebP, chosen by the suffix."""
+    fmt = ANIMATION_FORMATS.get(os.path.splitext(str(path))[1].lower())
+    assert fmt, f"{path}: an animation must end in .gif or .webp"
+    pics = [to_pil(f) for f in frames]
+    if scale > 1:
+        pics = [p.resize((p.width * scale, p.height * scale), Image.NEAREST) for p in pics]
+    extra = {"lossless": True} if fmt == "WEBP" else {"optimize": False}
+    buf = io.BytesIO()
+    pics[0].save(buf, format=fmt, save_all=True, append_images=pics[1:], duration=frame_ms,
+                 loop=0, **extra)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))

@@ -22,6 +22,7 @@ import numpy as np
 from wgan.checkpoint import atomic_write
 from wgan.dataset import has_image_suffix, walk_folders
 from wgan.errors import WganError
+from wgan.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +79,13 @@ def list_images(
     Pillow reads for training, not only ``.jpg``). With ``check_content`` every file's first
     bytes decide instead, whatever its name: slower (one open per file) but exact.
     """
-    from tqdm import tqdm
-
     root = Path(root)
     if not root.is_dir():
         raise WganError(f"{root} is not a folder; pass the folder of exported images")
     summary = summary if summary is not None else IndexSummary()
     out: list[str] = []
-    with tqdm(desc="index", unit="file", disable=not progress, mininterval=0.5) as bar:
-        for prefix, names in walk_folders(root, bar):
+    with progress_bar(desc="index", unit="file", disable=not progress) as files_bar:
+        for prefix, names in walk_folders(root, files_bar):
             if check_content:
                 found = []
                 for name in names:

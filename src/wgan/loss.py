@@ -70,16 +70,20 @@ def gan_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None,
+                     alpha: torch.Tensor | None = None) -> torch.Tensor:
     """WGAN-GP's penalty: mean over samples of (||grad D(x_hat)||_2 - 1)^2.
 
-    ``x_hat`` are random interpolates between paired real and fake samples; the norm is
-    taken per sample over all of its channels and pixels. Computed in fp32 with autocast
+    ``x_hat = alpha * real + (1 - alpha) * fake`` are random interpolates between paired
+    real and fake samples (``alpha``, shape ``[N]``, drawn uniformly unless given); the norm
+    is taken per sample over all of its channels and pixels. Computed in fp32 with autocast
     off, so the double backward is not done in reduced precision.
     """
     n = real.shape[0]
     alpha_shape = (n,) + (1,) * (real.dim() - 1)
-    alpha = torch.rand(alpha_shape, device=real.device, generator=generator)
+    if alpha is None:
+        alpha = torch.rand(n, device=real.device, generator=generator)
+    alpha = alpha.reshape(alpha_shape).float()
     device_type = real.device.type
     with torch.autocast(device_type=device_type, enabled=False):
         x_hat = (alpha * real.float() + (1 - alpha) * fake.detach().float()).requires_grad_(True)

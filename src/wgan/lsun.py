@@ -37,6 +37,7 @@ from wgan.checkpoint import atomic_write
 from wgan.dataset import DEFAULT_MAX_PIXELS, is_lmdb_dir, open_lmdb
 from wgan.errors import WganError
 from wgan.index import sniff_image
+from wgan.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,7 @@ _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
 def _progress(total: int | None, desc: str, unit: str = "it", enabled: bool = True, **kw):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True,
-                mininterval=0.5, **kw)
+    return progress_bar(total=total, desc=desc, unit=unit, disable=not enabled, **kw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -530,7 +528,7 @@ def export(
 
     summary, shown = ExportSummary(), 0
     job = _Job(root, flat, fmt, quality)
-    with _progress(total, "export", "img", progress) as bar:
+    with _progress(total, "export", "img", progress) as shown_bar:
         for n, (part, problems) in _run_chunks(job, _chunks(src, limit), workers):
             for field in dataclasses.fields(ExportSummary):
                 setattr(summary, field.name,
@@ -538,7 +536,7 @@ def export(
             for line in problems[: max(0, max_examples - shown)]:
                 log.warning("%s", line)
             shown += len(problems)
-            bar.update(n)
+            shown_bar.update(n)
     if shown > max_examples:
         log.warning("... and %d more records not written", shown - max_examples)
     log.debug("export to %s: %s", root, summary)

@@ -38,7 +38,7 @@ class TrainOptions:
     # Data and output.
     data: str | None = field(default=None, metadata=opt(
         "Training images: a folder (searched recursively), a CSV list of path,label rows, "
-        "or an LSUN LMDB folder.", type=str))
+        "an LSUN LMDB folder, or a pack file made by wgan pack (fastest).", type=str))
     data_root: str | None = field(default=None, metadata=opt(
         "Folder that CSV paths are relative to [default: the CSV's folder].", type=str))
     allow_outside_root: bool = field(default=False, metadata=opt(
@@ -111,6 +111,10 @@ class TrainOptions:
         choices=("auto", "fp32", "bf16", "fp16")))
     channels_last: bool = field(default=True, metadata=opt(
         "Channels-last memory format for conv nets.", flag="--channels-last/--no-channels-last"))
+    compile: bool = field(default=False, metadata=opt(
+        "torch.compile the networks (minutes of compiling first; falls back to eager when "
+        "the compiler is missing; not with wgan-gp's double backward).",
+        flag="--compile/--no-compile"))
     workers: int = field(default=-1, metadata=opt(
         "Data loader worker processes (-1: one per CPU core, up to 8)."))
 
@@ -124,10 +128,16 @@ class TrainOptions:
     grid_size: int = field(default=64, metadata=opt("Images in each sample grid."))
     max_bad_fraction: float = field(default=0.01, metadata=opt(
         "Stop when more than this share of images read so far could not be decoded."))
+    sync_bn: bool = field(default=False, metadata=opt(
+        "With several GPUs, BatchNorm statistics over the global batch (SyncBatchNorm).",
+        flag="--sync-bn/--no-sync-bn"))
     on_divergence: str = field(default="stop", metadata=opt(
         "When a loss turns NaN or infinite: stop, or roll back to the last training state "
         "with fresh noise (at most --max-rollbacks times).", choices=("stop", "rollback")))
     max_rollbacks: int = field(default=3, metadata=opt("Roll-backs allowed in one process."))
+    tensorboard: bool = field(default=False, metadata=opt(
+        "Also write TensorBoard events (scalars, sample grids) to <run>/tensorboard; needs "
+        "the tensorboard extra.", flag="--tensorboard/--no-tensorboard"))
 
     # Filled in by resolve().
     resolved_device: str = field(default="", metadata=opt("", cli=False))
@@ -271,14 +281,20 @@ def resolve(o: TrainOptions) -> TrainOptions:
                         + (" or fp16" if device.type == "cuda" else ""))
     elif o.precision == "fp16" and device.type != "cuda":
         raise WganError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-    if o.workers < 0:
-        o.workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                        else (os.cpu_count() or 1))
+    o.workers = resolve_workers(o.workers)
     if o.desc is None:
         name = Path(o.data).resolve().name if o.data else "data"
-        name = name.removesuffix(".csv") or "data"
+        name = name.removesuffix(".csv").removesuffix(".pack") or "data"
         o.desc = f"{name}-{o.loss}-{o.image_size}px"
     return o
+
+
+def resolve_workers(workers: int) -> int:
+    """``workers``, or for a negative value one per CPU core this process may use, up to 8."""
+    if workers >= 0:
+        return workers
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))
 
 
 def resolve_device(name: str) -> torch.device:

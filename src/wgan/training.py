@@ -11,6 +11,7 @@ import contextlib
 import copy
 import logging
 import math
+import random
 import resource
 import signal
 import time
@@ -18,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from wgan import checkpoint, images, rundir
 from wgan.dataset import batch_stream, to_model_range
+from wgan.distributed import SINGLE, World, all_reduce_sum, any_rank
 from wgan.errors import WganError
 from wgan.loss import (
     CriticSchedule,
@@ -72,8 +75,30 @@ class TickStats:
     loss_generator: torch.Tensor | float = 0.0
     critic_steps: int = 0
     generator_steps: int = 0
+    images: int = 0  # real images read by this process (summed over ranks at the tick's end)
+    bad_images: int = 0
     data_wait: float = 0.0
     start: float = field(default_factory=time.perf_counter)
+
+
+class CriticPair(nn.Module):
+    """The critic on a real and a fake batch (and WGAN-GP's penalty) in one forward call.
+
+    BatchNorm sees the real and the fake batch separately, as in the paper's code; one
+    forward per backward is also what DistributedDataParallel needs to average gradients.
+    """
+
+    def __init__(self, critic: nn.Module) -> None:
+        super().__init__()
+        self.critic = critic
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        real_scores = self.critic(real)
+        fake_scores = self.critic(fake)
+        penalty = None if alpha is None else gradient_penalty(self.critic, real, fake,
+                                                              alpha=alpha)
+        return real_scores, fake_scores, penalty
 
 
 def make_optimizer(params, opts: TrainOptions) -> torch.optim.Optimizer:
@@ -83,14 +108,50 @@ def make_optimizer(params, opts: TrainOptions) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=opts.lr, betas=(opts.beta1, opts.beta2), **foreach)
 
 
+def global_rng_state() -> dict[str, Any]:
+    """Python's, NumPy's and torch's global generators, as tensors and plain data.
+
+    The loop draws its own noise from ``Trainer.noise`` and the data order is a function of
+    the seed, so these matter only to user code (custom layers, augmentations); they are
+    restored anyway so that nothing random differs after a resume.
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]), "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_global_rng_state(state: dict[str, Any]) -> None:
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda_states)
+
+
 class Trainer:
     """Owns the networks, optimizers, counters and RNG of one run."""
 
-    def __init__(self, opts: TrainOptions, dataset, run_dir: Path) -> None:
+    def __init__(self, opts: TrainOptions, dataset, run_dir: Path, world: World = SINGLE) -> None:
         self.opts = opts
         self.dataset = dataset
         self.run_dir = Path(run_dir)
+        self.world = world
+        if opts.batch_size % world.size:
+            raise WganError(f"--batch-size {opts.batch_size} must be a multiple of the "
+                            f"{world.size} training processes")
+        self.local_batch = opts.batch_size // world.size
         self.device = torch.device(opts.resolved_device)
+        if world.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", world.local_rank)
         self.model_config: ModelConfig = opts.model_config()
         self.schedule = CriticSchedule(
             opts.n_critic, bool(opts.warmup), opts.warmup_critic_steps,
@@ -116,6 +177,7 @@ class Trainer:
         self.stop_requested: str | None = None
         self.last_state: Path | None = None
         self.rollbacks = 0
+        self.tensorboard = None  # a wgan.tensorboard.TensorBoardLog when --tensorboard is on
 
     def set_networks(self, generator: nn.Module, critic: nn.Module) -> None:
         """Install the two networks (on the device, in the memory format) and fresh optimizers."""
@@ -127,10 +189,51 @@ class Trainer:
         self.opt_g = make_optimizer(self.generator.parameters(), self.opts)
         self.opt_c = make_optimizer(self.critic.parameters(), self.opts)
         self.critic_params = list(self.critic.parameters())
+        # The modules that train: DDP wrappers across processes, the networks themselves in one.
+        self.critic_pair: nn.Module = CriticPair(self.critic)
+        self.generator_train: nn.Module = self.generator
+        if self.world.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            if self.opts.sync_bn:
+                if self.device.type != "cuda":
+                    raise WganError("--sync-bn needs CUDA devices; on CPUs use --c-norm layer "
+                                    "or none (and --g-norm none) for batch-size-independent "
+                                    "networks")
+                # note: converted in place of the modules; state dict keys stay the same.
+                self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
+                self.critic = nn.SyncBatchNorm.convert_sync_batchnorm(self.critic)
+                self.critic_pair = CriticPair(self.critic)
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.critic_pair = DDP(self.critic_pair, device_ids=ids)
+            self.generator_train = DDP(self.generator, device_ids=ids)
+        self.critic_score: nn.Module = self.critic
+        if self.opts.compile:
+            self._compile()
         if self.opts.clip > 0:
             # note: clip the fresh critic too, so that no forward pass ever sees weights
             # outside [-c, c] (the paper's code clamps before every critic step).
             clip_weights_(self.critic_params, self.opts.clip)
+
+    def _compile(self) -> None:
+        """torch.compile the training modules, or say why not and stay eager."""
+        if self.opts.loss == "wgan-gp":
+            log.warning("--compile: the gradient penalty's double backward cannot be compiled; "
+                        "training eagerly")
+            return
+        try:
+            import torch._dynamo  # noqa: F401
+            import torch._inductor  # noqa: F401
+        except ImportError as exc:
+            log.warning("--compile: the compiler is not available (%s); training eagerly", exc)
+            return
+        # note: the first steps compile (slow); failures at that point fall back to eager
+        # through torch._dynamo's suppress_errors.
+        torch._dynamo.config.suppress_errors = True
+        self.critic_pair = torch.compile(self.critic_pair)
+        self.generator_train = torch.compile(self.generator_train)
+        self.critic_score = torch.compile(self.critic)
 
     # ------------------------------------------------------------------ state
 
@@ -148,6 +251,7 @@ class Trainer:
             "scaler_c": self.scaler_c.state_dict(),
             "counters": self.counters.to_dict(),
             "noise_rng": self.noise.get_state(),
+            "global_rng": global_rng_state(),
             "fixed_noise": self.fixed_noise,
         }
 
@@ -168,6 +272,8 @@ class Trainer:
         self.scaler_c.load_state_dict(state["scaler_c"])
         self.counters = Counters(**state["counters"])
         self.noise.set_state(state["noise_rng"])
+        if "global_rng" in state:
+            set_global_rng_state(state["global_rng"])
         self.fixed_noise = state["fixed_noise"]
 
     def load_weights(self, snapshot: dict[str, Any]) -> None:
@@ -188,8 +294,19 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def _local_share(self, draw: torch.Tensor, n: int) -> torch.Tensor:
+        """This rank's first ``n`` rows of a draw made for the whole global batch.
+
+        note: every rank draws the global batch's noise from the same generator, so the
+        noise stream (and a resumed run) does not depend on the number of processes.
+        """
+        start = self.world.rank * self.local_batch
+        return draw[start:start + n]
+
     def _latent(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.opts.nz, 1, 1, device=self.device, generator=self.noise)
+        z = torch.randn(self.opts.batch_size, self.opts.nz, 1, 1, device=self.device,
+                        generator=self.noise)
+        return self._local_share(z, n)
 
     def _real(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device, non_blocking=True)
@@ -204,17 +321,19 @@ class Trainer:
         with torch.no_grad(), self._autocast():
             fake = self.generator(self._latent(n))
 
-        # Score both and update the critic.
+        # Score both (and the penalty's interpolates) and update the critic.
+        alpha = None
+        if self.opts.loss == "wgan-gp":
+            alpha = torch.rand(self.opts.batch_size, device=self.device, generator=self.noise)
+            alpha = self._local_share(alpha, n)
         with self._autocast():
-            real_scores = self.critic(real)
-            fake_scores = self.critic(fake)
+            real_scores, fake_scores, penalty = self.critic_pair(real, fake, alpha)
         if self.opts.loss == "gan":
             loss = gan_critic_loss(real_scores, fake_scores)
         else:
             loss = wgan_critic_loss(real_scores, fake_scores)
-            if self.opts.loss == "wgan-gp":
-                loss = loss + self.opts.gp_weight * gradient_penalty(
-                    self.critic, real, fake, generator=self.noise)
+            if penalty is not None:
+                loss = loss + self.opts.gp_weight * penalty
         self.opt_c.zero_grad(set_to_none=True)
         self.scaler_c.scale(loss).backward()
         self.scaler_c.step(self.opt_c)
@@ -235,7 +354,8 @@ class Trainer:
         self.critic.requires_grad_(False)
         try:
             with self._autocast():
-                fake_scores = self.critic(self.generator(self._latent(self.opts.batch_size)))
+                fake = self.generator_train(self._latent(self.local_batch))
+                fake_scores = self.critic_score(fake)
             if self.opts.loss == "gan":
                 loss = gan_generator_loss(fake_scores)
             else:
@@ -264,58 +384,76 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def _next_batch(self, stream, tick: TickStats) -> torch.Tensor:
-        """The next non-empty real batch; counts skipped images and enforces the bad limit."""
+        """The next non-empty real batch; counts the images skipped as undecodable."""
         while True:
             t0 = time.perf_counter()
             batch, bad = next(stream)
             tick.data_wait += time.perf_counter() - t0
-            c = self.counters
-            c.batches += 1
-            c.bad_images += bad
-            if bad:
-                read = c.images + c.bad_images + len(batch)
-                if (read >= min(1000, len(self.dataset))
-                        and c.bad_images > self.opts.max_bad_fraction * read):
-                    raise TooManyBadImages(
-                        f"{c.bad_images} of {read} images read could not be decoded, over "
-                        f"--max-bad-fraction {self.opts.max_bad_fraction}; see log.txt for "
-                        "the files, fix or remove them, or raise the limit")
+            self.counters.batches += 1
+            tick.bad_images += bad
+            if bad and not self.world.enabled:
+                self._check_bad(self.counters.images + tick.images + len(batch),
+                                self.counters.bad_images + tick.bad_images)
             if len(batch):
-                c.images += len(batch)
+                tick.images += len(batch)
                 return self._real(batch)
+
+    def _check_bad(self, good: int, bad: int) -> None:
+        """Stop once more than ``max_bad_fraction`` of the images read were undecodable."""
+        read = good + bad
+        if read >= min(1000, len(self.dataset)) and bad > self.opts.max_bad_fraction * read:
+            raise TooManyBadImages(
+                f"{bad} of {read} images read could not be decoded, over --max-bad-fraction "
+                f"{self.opts.max_bad_fraction}; see log.txt for the files, fix or remove them, "
+                "or raise the limit")
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_requested = signal.Signals(signum).name
         log.warning("%s received: finishing the current step and saving a training state",
                     self.stop_requested)
 
+    def _stream(self):
+        o = self.opts
+        return batch_stream(self.dataset, self.local_batch, o.seed, start=self.counters.batches,
+                            workers=o.workers, pin_memory=self.device.type == "cuda",
+                            rank=self.world.rank, world_size=self.world.size, device=self.device)
+
+    def _should_stop(self) -> bool:
+        # note: under torchrun a signal reaches the ranks at different steps; agreeing here
+        # (one tiny all-reduce per generator step) makes them all stop after the same step.
+        if self.world.enabled:
+            stop = any_rank(self.stop_requested is not None, self.world, self.device)
+            if stop and self.stop_requested is None:
+                self.stop_requested = "SIGTERM"
+            return stop
+        return self.stop_requested is not None
+
     def train(self) -> str:
         """Train until ``opts.steps``; returns 'done' or the name of the signal that stopped it."""
         o = self.opts
-        stream = batch_stream(self.dataset, o.batch_size, o.seed, start=self.counters.batches,
-                              workers=o.workers, pin_memory=self.device.type == "cuda")
-        if self.counters.step == 0:
+        stream = self._stream()
+        if self.counters.step == 0 and self.world.is_main:
             self._save_reals()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self._start_time = time.perf_counter()
         tick = TickStats()
         try:
-            while self.counters.step < o.steps and self.stop_requested is None:
+            stop = self._should_stop()
+            while self.counters.step < o.steps and not stop:
                 for _ in range(self.schedule.critic_steps(self.counters.step)):
                     self.critic_step(self._next_batch(stream, tick), tick)
                     self.counters.critic_steps += 1
                 self.generator_step(tick)
                 self.counters.step += 1
                 step = self.counters.step
-                if step % o.tick_every == 0 or step == o.steps or self.stop_requested:
+                stop = self._should_stop()
+                if step % o.tick_every == 0 or step == o.steps or stop:
                     try:
                         self._end_tick(tick)
                     except TrainingDiverged:
                         if not self._roll_back():
                             raise
-                        stream = batch_stream(self.dataset, o.batch_size, o.seed,
-                                              start=self.counters.batches, workers=o.workers,
-                                              pin_memory=self.device.type == "cuda")
+                        stream = self._stream()
                     tick = TickStats()
                     if self.counters.step != step:
                         continue  # rolled back: no chores for the abandoned step
@@ -348,7 +486,8 @@ class Trainer:
         self.rollbacks += 1
         # note: the same noise would replay the same divergence, so draw different noise.
         self.noise.manual_seed(o.seed + 1_000_003 * self.rollbacks)
-        rundir.truncate_stats(self.run_dir, self.counters.step)
+        if self.world.is_main:
+            rundir.truncate_stats(self.run_dir, self.counters.step)
         log.warning("loss diverged; rolled back to %s (roll-back %d of %d)", self.last_state,
                     self.rollbacks, o.max_rollbacks)
         return True
@@ -357,9 +496,17 @@ class Trainer:
         """Read the tick's sums (one device sync), check them, log and write one stats line."""
         c = self.counters
         n_c, n_g = max(tick.critic_steps, 1), max(tick.generator_steps, 1)
-        values = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device)
-                              for v in (tick.wasserstein, tick.loss_critic, tick.loss_generator)])
-        w, lc, lg = (values.cpu() / torch.tensor([n_c, n_c, n_g])).tolist()
+        sums = [tick.wasserstein, tick.loss_critic, tick.loss_generator,
+                float(tick.images), float(tick.bad_images)]
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device)
+                              for v in sums])
+        # Sum over ranks: losses are averaged over them, image counts added up.
+        values = all_reduce_sum(values, self.world).cpu()
+        w, lc, lg = (values[:3] / torch.tensor([n_c, n_c, n_g]) / self.world.size).tolist()
+        c.images += int(values[3])
+        c.bad_images += int(values[4])
+        if self.world.enabled and tick.bad_images:
+            self._check_bad(c.images, c.bad_images)
         if not all(math.isfinite(v) for v in (w, lc, lg)):
             where = f"; the last good state is {self.last_state}" if self.last_state else ""
             raise TrainingDiverged(f"training diverged by generator step {c.step} (critic loss "
@@ -380,7 +527,11 @@ class Trainer:
         }
         if self.device.type == "cuda":
             record["mem_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        if not self.world.is_main:
+            return
         rundir.append_stats(self.run_dir, record)
+        if self.tensorboard is not None:
+            self.tensorboard.stats(record)
         mem = record.get("mem_gpu_mb", record["mem_cpu_mb"])
         log.info("step %*d/%d  kimg %8.1f  W %9.5f  loss_c %9.5f  loss_g %9.5f  "
                  "s/step %6.3f  wait %3.0f%%  mem %5.0fMB  bad %d",
@@ -393,19 +544,27 @@ class Trainer:
         stream = batch_stream(self.dataset, self.opts.grid_size, self.opts.seed + 1)
         batch, _ = next(stream)
         del stream
-        images.save_png(images.grid(batch), self.run_dir / "reals.png")
+        grid = images.grid(batch)
+        images.save_png(grid, self.run_dir / "reals.png")
+        if self.tensorboard is not None:
+            self.tensorboard.image("samples/reals", grid, 0)
 
     def sample_generator(self) -> nn.Module:
         return self.ema if self.ema is not None else self.generator
 
     def save_samples(self) -> None:
+        if not self.world.is_main:
+            return
         net = self.sample_generator()
         if self.memory_format is torch.channels_last:
             # note: a contiguous copy computes exactly what `wgan sample` computes from the
             # snapshot; channels-last kernels round differently in the last bit.
             net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
         fakes = generate(net, self.fixed_noise)
-        images.save_png(images.grid(fakes), self.run_dir / self._fakes_name())
+        grid = images.grid(fakes)
+        images.save_png(grid, self.run_dir / self._fakes_name())
+        if self.tensorboard is not None:
+            self.tensorboard.image("samples/fixed_noise", grid, self.counters.step)
 
     def _fakes_name(self) -> str:
         return f"fakes{self.counters.step:07d}.png"
@@ -423,10 +582,12 @@ class Trainer:
     def save_checkpoints(self) -> None:
         """A network snapshot and a full training state for the current step; old states pruned."""
         step = self.counters.step
-        checkpoint.save(self.snapshot_dict(), self.run_dir / f"network-snapshot-{step:07d}.pt")
         state_path = self.run_dir / f"training-state-{step:07d}.pt"
-        checkpoint.save(self.state_dict(), state_path)
         self.last_state = state_path
+        if not self.world.is_main:
+            return
+        checkpoint.save(self.snapshot_dict(), self.run_dir / f"network-snapshot-{step:07d}.pt")
+        checkpoint.save(self.state_dict(), state_path)
         checkpoint.prune(self.run_dir, "training-state", self.opts.keep_states)
         rundir.plot_stats(self.run_dir)
 
@@ -450,7 +611,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.M
 RESUMABLE = frozenset({
     "steps", "workers", "tick_every", "sample_every", "snapshot_every", "keep_states",
     "max_bad_fraction", "data", "data_root", "allow_outside_root", "device", "on_divergence",
-    "max_rollbacks",
+    "max_rollbacks", "sync_bn", "compile", "precision", "channels_last", "tensorboard",
 })
 
 
@@ -478,34 +639,50 @@ def run_training(
     resume: str | Path | None = None,
     transfer: str | Path | None = None,
     resume_flags: dict[str, Any] | None = None,
+    world: World = SINGLE,
 ) -> tuple[Path, str]:
     """Train a run end to end; returns its folder and how it ended ('done' or a signal name).
 
     ``dataset`` defaults to opening ``opts.data``. With ``resume`` (a run folder or training
-    state) the saved options are used and the run goes on in its own folder.
+    state) the saved options are used and the run goes on in its own folder. In a world of
+    several processes every rank calls this; only rank 0 writes the run folder.
     """
     from wgan.dataset import open_source
+    from wgan.distributed import broadcast_object
+
+    if not world.is_main:
+        logging.getLogger("wgan").setLevel(logging.WARNING)
 
     state = None
     if resume is not None:
         state_path = checkpoint.find_state(resume)
         opts, state = resume_options(state_path, resume_flags or {})
         run_dir = state_path.parent
+    if opts.tensorboard:
+        from wgan.tensorboard import require_tensorboard
+
+        require_tensorboard()
     if dataset is None:
         if not opts.data:
-            raise WganError("--data is required: a folder of images, a CSV list or an LMDB folder")
+            raise WganError("--data is required: a folder of images, a CSV list, an LMDB "
+                            "folder or a pack file")
         dataset = open_source(opts.data, opts.image_size, opts.channels, opts.data_root,
                               opts.allow_outside_root)
     if state is None:
-        run_dir = rundir.create_run_dir(opts.outdir, opts.desc)
-        rundir.write_json(run_dir / "training_options.json", opts.to_dict())
-    handler = rundir.attach_log_file(run_dir)
+        run_dir = None
+        if world.is_main:
+            run_dir = rundir.create_run_dir(opts.outdir, opts.desc)
+            rundir.write_json(run_dir / "training_options.json", opts.to_dict())
+        run_dir = broadcast_object(run_dir, world)
+    handler = rundir.attach_log_file(run_dir) if world.is_main else logging.NullHandler()
+    trainer = None
     try:
-        trainer = Trainer(opts, dataset, run_dir)
+        trainer = Trainer(opts, dataset, run_dir, world)
         if state is not None:
             trainer.load_state_dict(state)
             trainer.last_state = state_path
-            rundir.truncate_stats(run_dir, trainer.counters.step)
+            if world.is_main:
+                rundir.truncate_stats(run_dir, trainer.counters.step)
             log.info("resuming %s at generator step %d", run_dir, trainer.counters.step)
         else:
             log.info("run folder %s", run_dir)
@@ -514,7 +691,15 @@ def run_training(
                     transfer, (checkpoint.SNAPSHOT_FORMAT, checkpoint.STATE_FORMAT)))
                 log.info("weights transferred from %s", transfer)
         log.info("%d training images from %s; %s on %s, %s", len(dataset), dataset.describe(),
-                 opts.loss, opts.resolved_device, opts.precision)
+                 opts.loss, trainer.device, opts.precision)
+        if world.enabled:
+            log.info("%d processes, %d images per process and step", world.size,
+                     trainer.local_batch)
+        if opts.tensorboard and world.is_main:
+            from wgan.tensorboard import TensorBoardLog
+
+            trainer.tensorboard = TensorBoardLog(run_dir, trainer.counters.step)
+            log.info("TensorBoard events in %s/tensorboard", run_dir)
         ended = trainer.train()
         if ended != "done":
             log.warning("stopped by %s at generator step %d; resume with: wgan train --resume %s",
@@ -524,5 +709,7 @@ def run_training(
                      trainer.counters.step, run_dir)
         return run_dir, ended
     finally:
+        if trainer is not None and trainer.tensorboard is not None:
+            trainer.tensorboard.close()
         logging.getLogger("wgan").removeHandler(handler)
         handler.close()

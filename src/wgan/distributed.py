@@ -1,0 +1,106 @@
+"""Training on several processes with PyTorch's own engine: torchrun, process groups, DDP.
+
+Under ``torchrun`` (or ``wgan train --gpus N``) every process runs the same training loop on
+its share of each global batch; DistributedDataParallel averages the gradients, so every rank
+holds the same weights after every update (and the clip, applied to identical weights, keeps
+them identical). Only rank 0 writes the run folder. One process is a world of size 1, where
+everything here is a no-op.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from wgan.errors import WganError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = World()
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device: str) -> World:
+    """Join the process group torchrun set up (NCCL for CUDA, Gloo for the CPU)."""
+    if not launched_by_torchrun():
+        return SINGLE
+    try:
+        rank = int(os.environ["RANK"])
+        size = int(os.environ["WORLD_SIZE"])
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    except (KeyError, ValueError):
+        raise WganError("WORLD_SIZE is set but RANK is missing or not a number: launch "
+                        "with torchrun, which sets both") from None
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo",
+                                timeout=datetime.timedelta(minutes=30))
+    return World(rank, size, local_rank)
+
+
+def shutdown(world: World) -> None:
+    if world.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """The sum of ``tensor`` over all ranks (in place; the tensor itself in a world of one)."""
+    if world.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def any_rank(flag: bool, world: World, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any (so that all ranks stop together)."""
+    if not world.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def broadcast_object(obj, world: World):
+    """Rank 0's ``obj`` on every rank."""
+    if not world.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run ``wgan <argv>`` in ``nproc`` processes on this machine through torchrun."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={nproc}", "-m", "wgan", *argv]
+    log.info("launching: %s", " ".join(cmd))
+    return subprocess.call(cmd)

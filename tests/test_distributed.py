@@ -1,0 +1,102 @@
+"""Several training processes on PyTorch's engine: torchrun, Gloo on 127.0.0.1, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.test_training import options
+from wgan import checkpoint
+from wgan.dataset import ImageFolder
+from wgan.training import Trainer, run_training
+
+# Batch-size-independent networks (no BatchNorm) in fp32, so that two processes with half
+# the batch each compute what one process computes with the whole batch.
+SAME = {"image_size": 16, "ngf": 8, "ndf": 8, "batch_size": 8, "workers": 0, "device": "cpu",
+        "precision": "fp32", "g_norm": "none", "c_norm": "none", "warmup": False,
+        "n_critic": 2, "tick_every": 2, "sample_every": 0, "snapshot_every": 4, "steps": 4,
+        "lr": 1e-3}
+
+
+def torchrun(*args, timeout=240):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
+           "PYTHONPATH": str(Path(__file__).parents[1]) + os.pathsep
+           + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def single_process(data, outdir, **kw):
+    trainer = Trainer(options(data, outdir, **{**SAME, **kw}), ImageFolder(data, 16), outdir)
+    trainer.train()
+    return trainer
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_with_the_same_global_batch(small_flowers, tmp_path):
+    torchrun(str(Path(__file__).with_name("ddp_worker.py")), str(small_flowers),
+             str(tmp_path), repr(SAME))
+    rank0 = torch.load(tmp_path / "rank0.pt")
+    rank1 = torch.load(tmp_path / "rank1.pt")
+
+    # The replicas never drift: bitwise the same weights on both ranks.
+    for net in ("generator", "critic"):
+        for name, value in rank0[net].items():
+            assert torch.equal(value, rank1[net][name]), f"{net}.{name} differs between ranks"
+    assert rank0["counters"]["images"] == 4 * 2 * 8  # global images, counted once
+
+    # One process with the whole batch computes the same, up to summation order.
+    (tmp_path / "one").mkdir()
+    one = single_process(small_flowers, tmp_path / "one")
+    for name, value in one.generator.state_dict().items():
+        torch.testing.assert_close(rank0["generator"][name], value, rtol=1e-4, atol=1e-5)
+    # ...and not what one process computes with half the batch.
+    (tmp_path / "half").mkdir()
+    half = single_process(small_flowers, tmp_path / "half", batch_size=4)
+    assert any(not torch.allclose(rank0["generator"][n], v, rtol=1e-4, atol=1e-5)
+               for n, v in half.generator.state_dict().items())
+
+
+@pytest.mark.slow
+def test_torchrun_cli_writes_one_run_folder_and_resumes_in_one_process(small_flowers,
+                                                                         tmp_path):
+    flags = []
+    for name, value in SAME.items():
+        flag = "--" + name.replace("_", "-")
+        flags += [flag] if value is True else [f"--no-{flag[2:]}"] if value is False else [
+            flag, str(value)]
+    outdir = tmp_path / "runs"
+    # --gpus N launches `torchrun --nproc-per-node N -m wgan train ...` (here on CPUs).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    done = subprocess.run([sys.executable, "-m", "wgan", "train", "--gpus", "2", "--data",
+                           str(small_flowers), "--outdir", str(outdir), *flags], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "torch.distributed.run" in done.stderr and "--gpus" not in done.stderr
+    runs = list(outdir.iterdir())
+    assert len(runs) == 1, runs
+    run_dir = runs[0]
+    stats = [json.loads(x) for x in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in stats] == [2, 4]
+    assert stats[-1]["images"] == 4 * 2 * 8
+    assert (run_dir / "log.txt").read_text().count("run folder") == 1
+
+    # Resume with one process and the same global batch: it goes on as one process would.
+    done = subprocess.run([sys.executable, "-m", "wgan", "train", "--resume", str(run_dir),
+                           "--steps", "8"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = checkpoint.load(run_dir / "training-state-0000008.pt", checkpoint.STATE_FORMAT)
+
+    straight, _ = run_training(options(small_flowers, tmp_path / "straight",
+                                       **{**SAME, "steps": 8}))
+    want = checkpoint.load(straight / "training-state-0000008.pt", checkpoint.STATE_FORMAT)
+    assert resumed["counters"] == want["counters"]
+    for name, value in want["generator"].items():
+        torch.testing.assert_close(resumed["generator"][name], value, rtol=1e-4, atol=1e-5)
