@@ -541,9 +541,19 @@ class Trainer:
     # ------------------------------------------------------------------ chores
 
     def _save_reals(self) -> None:
+        """A grid of real images; skipped (with a warning) when none decode among many tried."""
         stream = batch_stream(self.dataset, self.opts.grid_size, self.opts.seed + 1)
-        batch, _ = next(stream)
+        good, tried = [], 0
+        while sum(len(b) for b in good) < self.opts.grid_size and tried < 10:
+            batch, _ = next(stream)
+            good.append(batch)
+            tried += 1
         del stream
+        batch = torch.cat(good)[: self.opts.grid_size]
+        if not len(batch):
+            log.warning("no image among the first %d drawn could be decoded; reals.png not "
+                        "written", tried * self.opts.grid_size)
+            return
         grid = images.grid(batch)
         images.save_png(grid, self.run_dir / "reals.png")
         if self.tensorboard is not None:
