@@ -137,3 +137,15 @@ def test_divergence_stops_without_roll_back_by_default(small_flowers, tmp_path):
         trainer.train()
     assert checkpoint.newest_state(tmp_path) is None
     assert np.all([not p.name.startswith("network-snapshot") for p in tmp_path.iterdir()])
+
+
+def test_bad_images_at_the_start_do_not_crash_the_reals_grid(small_flowers, tmp_path):
+    # Make most photos undecodable, so the first grid-sized draw can be entirely bad.
+    files = sorted(p for p in small_flowers.rglob("*") if p.is_file())
+    for p in files[: len(files) - 2]:
+        p.write_bytes(b"not an image")
+    run_dir, ended = run_training(options(small_flowers, tmp_path, steps=2, grid_size=4,
+                                          batch_size=2, max_bad_fraction=1.0))
+    assert ended == "done"
+    reals = Image.open(run_dir / "reals.png")
+    assert reals.size[0] > 0

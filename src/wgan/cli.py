@@ -58,7 +58,8 @@ def train_option_flags(func):
 def main(quiet: bool) -> None:
     """Train Wasserstein GANs on image collections (LSUN, folders of photos, CSV lists).
 
-    Start with `wgan demo`, then `wgan train --data PATH`. Each command has --help.
+    Start with `wgan demo`, then `wgan train --data PATH`. For speed, decode PATH once with
+    `wgan pack PATH --out FILE` and train with `--data FILE`. Each command has --help.
     """
     if not any(getattr(h, "_wgan_console", False) for h in log.handlers):
         console = logging.StreamHandler(sys.stderr)
@@ -173,6 +174,66 @@ def demo(outdir, steps, seed, device, dry_run) -> None:
         return
     run_dir, _ = run_training(opts, dataset=load_digits(opts.image_size))
     click.echo(f"samples: {run_dir / f'fakes{opts.steps:07d}.png'}")
+
+
+@main.command()
+@click.argument("data", type=click.Path())
+@click.option("--out", required=True, type=click.Path(),
+              help="The pack file to write, e.g. bedroom-64.pack.")
+@click.option("--size", type=int, default=64, show_default=True,
+              help="Image side in pixels: 16, 32, 64, 128 or 256 (train with the same "
+              "--image-size).")
+@click.option("--channels", type=click.Choice(["1", "3"]), default="3", show_default=True,
+              help="3 (RGB) or 1 (grey).")
+@click.option("--data-root", type=click.Path(file_okay=False),
+              help="Folder that a CSV list's paths are relative to [default: the CSV's folder].")
+@click.option("--allow-outside-root", is_flag=True,
+              help="Let a CSV list name files outside its root.")
+@click.option("--workers", type=int, default=-1, show_default=True,
+              help="Decoding processes (-1: one per CPU core, up to 8; 0: in this process).")
+@click.option("--chunk", type=int, default=256, show_default=True,
+              help="Images decoded and written between two header updates.")
+@click.option("--draft/--no-draft", default=True, show_default=True,
+              help="Reduce JPEGs in the DCT domain before resizing (fast, within a stated "
+              "tolerance of a full decode); --no-draft decodes in full.")
+@click.option("--max-bad-fraction", type=float, default=0.01, show_default=True,
+              help="Stop when more than this share of the images read cannot be decoded.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace --out if it is a finished pack or something else.")
+@_guard
+def pack(data, out, size, channels, data_root, allow_outside_root, workers, chunk, draft,
+         max_bad_fraction, overwrite) -> None:
+    """Decode DATA (folder, CSV list or LMDB) once into a pack file for fast training.
+
+    The pack holds every good image of DATA, resized and centre-cropped to SIZE, in DATA's
+    order, as one memory-mapped uint8 array after a JSON header. Bad images are left out and
+    counted in the header. Run the same command again to finish a pack that was stopped.
+    Train from it with: wgan train --data OUT --image-size SIZE
+    """
+    from wgan.dataset import ImageSource, open_source
+    from wgan.networks import check_image_size
+    from wgan.options import resolve_workers
+    from wgan.pack import is_pack, pack_source
+
+    try:
+        check_image_size(size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--size") from None
+    if chunk < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--chunk")
+    if not 0 <= max_bad_fraction <= 1:
+        raise click.BadParameter("must be in [0, 1]", param_hint="--max-bad-fraction")
+    if Path(data).is_file() and is_pack(data):
+        raise WganError(f"{data} is already a pack file; train from it with --data {data}")
+    source = open_source(data, size, int(channels), data_root, allow_outside_root)
+    assert isinstance(source, ImageSource), f"unexpected source type {type(source).__name__}"
+    source.draft = draft
+    try:
+        pack_source(source, out, workers=resolve_workers(workers), chunk=chunk,
+                    overwrite=overwrite, max_bad_fraction=max_bad_fraction)
+    except KeyboardInterrupt:
+        raise WganError(f"interrupted: {out} is unfinished; run the same command again to go "
+                        "on from where it stopped") from None
 
 
 @main.command()
@@ -294,6 +355,109 @@ def eval_(checkpoint_path, data, against, metric_names, num, seed, image_size, c
 
         records = compare_sets(data, against, image_size, int(channels), settings)
     click.echo(format_table(records))
+
+@main.group()
+def lsun() -> None:
+    """Get the LSUN release: download a category's zip, unzip it, export its LMDB to files.
+
+    Training can also read the unzipped LMDB folder directly: wgan train --data FOLDER.
+    """
+
+
+@lsun.command("download")
+@click.option("--category", default="bedroom", show_default=True,
+              help="Scene category, e.g. bedroom, church_outdoor, tower.")
+@click.option("--set", "set_name", type=click.Choice(["train", "val"]), default="train",
+              show_default=True, help="Training or validation set.")
+@click.option("--out", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the zip (and the unzipped LMDB with --unzip).")
+@click.option("--url", "base_url", default=None,
+              help="Base address to download from instead of the LSUN server.")
+@click.option("--unzip", "do_unzip", is_flag=True, help="Unzip into --out once downloaded.")
+@click.option("--retries", type=click.IntRange(0), default=5, show_default=True,
+              help="Times to resume a broken connection before giving up.")
+@_guard
+def lsun_download(category, set_name, out, base_url, do_unzip, retries) -> None:
+    """Download <category>_<set>_lmdb.zip, resuming a partial download.
+
+    Bytes go to a .part file renamed only when the size the server announced has arrived;
+    run the same command again to resume after an interruption.
+    """
+    from wgan import lsun as lsun_mod
+
+    kw = {"base_url": base_url} if base_url else {}
+    path = lsun_mod.download_category(category, set_name, out, retries=retries, **kw)
+    click.echo(f"downloaded {path}")
+    if do_unzip:
+        lsun_mod.unzip(path, out)
+        click.echo(f"unzipped into {out}")
+
+
+@lsun.command("unzip")
+@click.argument("zip_file", type=click.Path(dir_okay=False))
+@click.option("--out", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to extract into.")
+@_guard
+def lsun_unzip(zip_file, out) -> None:
+    """Extract a downloaded zip; refuses archives with members that would leave --out."""
+    from wgan.lsun import unzip
+
+    unzip(zip_file, out)
+    click.echo(f"unzipped into {out}")
+
+
+@lsun.command("export")
+@click.argument("lmdb_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for the image files.")
+@click.option("--flat", is_flag=True, help="All files in --out, not in a/b/c/ key folders.")
+@click.option("--limit", type=click.IntRange(0), default=None, help="Stop after N records.")
+@click.option("--format", "fmt", type=click.Choice(["keep", "jpeg", "png"]), default="keep",
+              show_default=True, help="keep: the bytes unchanged, named by their real format; "
+              "jpeg/png: re-encoded.")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
+              help="JPEG quality with --format jpeg.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes that check and write images.")
+@_guard
+def lsun_export(lmdb_dir, out, flat, limit, fmt, quality, workers) -> None:
+    """Write each record of an LSUN LMDB folder to its own image file.
+
+    Resumable: a re-run skips files already written. Records with unsafe keys or bytes that
+    do not decode are skipped and counted.
+    """
+    from wgan.lsun import export
+
+    summary = export(lmdb_dir, out, flat=flat, limit=limit, fmt=fmt, quality=quality,
+                     workers=workers)
+    click.echo(f"export: {summary}")
+
+
+@main.command("index")
+@click.argument("image_dir", type=click.Path())
+@click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False),
+              help="The list to write: path,label rows, paths relative to IMAGE_DIR.")
+@click.option("--sample-fraction", type=float, default=None,
+              help="Also write a random sample of this fraction of the images.")
+@click.option("--sample-csv", type=click.Path(dir_okay=False), default=None,
+              help="Where the sample goes (with --sample-fraction).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the sample; the same seed gives the same sample.")
+@click.option("--label", type=int, default=0, show_default=True, help="Label of every row.")
+@click.option("--label-by-folder", is_flag=True,
+              help="Number the top-level folders 0, 1, ... in sorted order and label by them.")
+@click.option("--check-content", is_flag=True,
+              help="Decide by each file's first bytes, not its suffix (one open per file).")
+@_guard
+def index(image_dir, csv_path, sample_fraction, sample_csv, seed, label, label_by_folder,
+          check_content) -> None:
+    """List every image under IMAGE_DIR into a CSV file, in a stable order."""
+    from wgan.index import build_index
+
+    summary = build_index(image_dir, csv_path, sample_fraction, sample_csv, seed, label,
+                          label_by_folder, check_content)
+    click.echo(f"index: {summary}")
+
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))

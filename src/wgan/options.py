@@ -38,7 +38,7 @@ class TrainOptions:
     # Data and output.
     data: str | None = field(default=None, metadata=opt(
         "Training images: a folder (searched recursively), a CSV list of path,label rows, "
-        "or an LSUN LMDB folder.", type=str))
+        "an LSUN LMDB folder, or a pack file made by wgan pack (fastest).", type=str))
     data_root: str | None = field(default=None, metadata=opt(
         "Folder that CSV paths are relative to [default: the CSV's folder].", type=str))
     allow_outside_root: bool = field(default=False, metadata=opt(
@@ -304,14 +304,20 @@ def resolve(o: TrainOptions) -> TrainOptions:
                         + (" or fp16" if device.type == "cuda" else ""))
     elif o.precision == "fp16" and device.type != "cuda":
         raise WganError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-    if o.workers < 0:
-        o.workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                        else (os.cpu_count() or 1))
+    o.workers = resolve_workers(o.workers)
     if o.desc is None:
         name = Path(o.data).resolve().name if o.data else "data"
-        name = name.removesuffix(".csv") or "data"
+        name = name.removesuffix(".csv").removesuffix(".pack") or "data"
         o.desc = f"{name}-{o.loss}-{o.image_size}px"
     return o
+
+
+def resolve_workers(workers: int) -> int:
+    """``workers``, or for a negative value one per CPU core this process may use, up to 8."""
+    if workers >= 0:
+        return workers
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))
 
 
 def resolve_device(name: str) -> torch.device:

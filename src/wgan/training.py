@@ -418,7 +418,7 @@ class Trainer:
         o = self.opts
         return batch_stream(self.dataset, self.local_batch, o.seed, start=self.counters.batches,
                             workers=o.workers, pin_memory=self.device.type == "cuda",
-                            rank=self.world.rank, world_size=self.world.size)
+                            rank=self.world.rank, world_size=self.world.size, device=self.device)
 
     def _should_stop(self) -> bool:
         # note: under torchrun a signal reaches the ranks at different steps; agreeing here
@@ -548,9 +548,19 @@ class Trainer:
     # ------------------------------------------------------------------ chores
 
     def _save_reals(self) -> None:
+        """A grid of real images; skipped (with a warning) when none decode among many tried."""
         stream = batch_stream(self.dataset, self.opts.grid_size, self.opts.seed + 1)
-        batch, _ = next(stream)
+        good, tried = [], 0
+        while sum(len(b) for b in good) < self.opts.grid_size and tried < 10:
+            batch, _ = next(stream)
+            good.append(batch)
+            tried += 1
         del stream
+        batch = torch.cat(good)[: self.opts.grid_size]
+        if not len(batch):
+            log.warning("no image among the first %d drawn could be decoded; reals.png not "
+                        "written", tried * self.opts.grid_size)
+            return
         grid = images.grid(batch)
         images.save_png(grid, self.run_dir / "reals.png")
         if self.tensorboard is not None:
@@ -701,7 +711,8 @@ def run_training(
         require_tensorboard()
     if dataset is None:
         if not opts.data:
-            raise WganError("--data is required: a folder of images, a CSV list or an LMDB folder")
+            raise WganError("--data is required: a folder of images, a CSV list, an LMDB "
+                            "folder or a pack file")
         dataset = open_source(opts.data, opts.image_size, opts.channels, opts.data_root,
                               opts.allow_outside_root)
     if state is None:
