@@ -68,3 +68,13 @@ def test_speed_options_change_only_rounding(tmp_path, speed):
     assert (ours - plain).abs().max() <= tol * scale, (ours, plain)
     # ...and the losses are not all equal to begin with (the comparison means something).
     assert plain.std() > 0
+
+
+@pytest.mark.parametrize("device, bf16, want", [("cpu", True, "bf16"), ("cpu", False, "fp32"),
+                                                ("cuda", True, "bf16"), ("cuda", False, "fp16")])
+def test_auto_precision(monkeypatch, device, bf16, want):
+    from wgan import options
+
+    monkeypatch.setattr(options, "resolve_device", lambda name: torch.device(device))
+    monkeypatch.setattr(options, "bf16_supported", lambda d: bf16)
+    assert build_options({}).precision == want

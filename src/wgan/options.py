@@ -107,7 +107,8 @@ class TrainOptions:
     # Speed.
     device: str = field(default="auto", metadata=opt("auto, cpu, cuda or cuda:N."))
     precision: str = field(default="auto", metadata=opt(
-        "Compute precision: auto (bf16 where supported), fp32, bf16, fp16.",
+        "Compute precision: auto (bf16 where supported, else fp16 on GPUs, fp32 on CPUs), "
+        "fp32, bf16, fp16.",
         choices=("auto", "fp32", "bf16", "fp16")))
     channels_last: bool = field(default=True, metadata=opt(
         "Channels-last memory format for conv nets.", flag="--channels-last/--no-channels-last"))
@@ -298,7 +299,11 @@ def resolve(o: TrainOptions) -> TrainOptions:
     device = resolve_device(o.device)
     o.resolved_device = str(device)
     if o.precision == "auto":
-        o.precision = "bf16" if bf16_supported(device) else "fp32"
+        # note: fp16 (with loss scaling) only on GPUs that lack bf16; CPUs without it use fp32.
+        if bf16_supported(device):
+            o.precision = "bf16"
+        else:
+            o.precision = "fp16" if device.type == "cuda" else "fp32"
     elif o.precision == "bf16" and not bf16_supported(device):
         raise WganError(f"--precision bf16 is not supported on {device}; use fp32"
                         + (" or fp16" if device.type == "cuda" else ""))
