@@ -139,3 +139,10 @@ def test_only_the_gan_loss_uses_sigmoid_cross_entropy(objective, small_flowers, 
         assert calls.count("bce") == 2 * trainer.counters.critic_steps + 2
     else:
         assert calls == []
+
+
+def test_critic_steps_per_generator_step_follow_the_loss():
+    assert build_options({}).n_critic == 5
+    assert build_options({"loss": "wgan-gp"}).n_critic == 5
+    assert build_options({"cfg": "paper-gan"}).n_critic == 1  # DCGAN alternates 1:1
+    assert build_options({"cfg": "paper-gan", "n_critic": 2}).n_critic == 2

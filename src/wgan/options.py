@@ -78,7 +78,8 @@ class TrainOptions:
                                                    choices=LOSSES))
     batch_size: int = field(default=64, metadata=opt("Images per batch (critic and generator)."))
     steps: int = field(default=100_000, metadata=opt("Generator steps to train for."))
-    n_critic: int = field(default=5, metadata=opt("Critic steps per generator step."))
+    n_critic: int | None = field(default=None, metadata=opt(
+        "Critic steps per generator step [default: 5; 1 for gan, as DCGAN trains].", type=int))
     warmup: bool | None = field(default=None, metadata=opt(
         "The paper's critic warm-up: 100 critic steps for each of the first 25 generator steps "
         "and every 500th [default: on for wgan].", type=bool, flag="--warmup/--no-warmup"))
@@ -189,11 +190,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 LOSS_DEFAULTS = {
-    "wgan": {"optimizer": "rmsprop", "lr": 5e-5, "clip": 0.01, "warmup": True, "c_norm": "batch"},
+    "wgan": {"optimizer": "rmsprop", "lr": 5e-5, "clip": 0.01, "warmup": True, "c_norm": "batch",
+             "n_critic": 5},
     "wgan-gp": {"optimizer": "adam", "lr": 1e-4, "beta1": 0.0, "beta2": 0.9, "clip": 0.0,
-                "warmup": False, "c_norm": "layer"},
+                "warmup": False, "c_norm": "layer", "n_critic": 5},
     "gan": {"optimizer": "adam", "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "clip": 0.0,
-            "warmup": False, "c_norm": "batch"},
+            "warmup": False, "c_norm": "batch", "n_critic": 1},
 }
 
 
