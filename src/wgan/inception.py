@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wgan import progress
 from wgan.errors import WganError
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class InceptionFeatures:
     def __call__(self, images: torch.Tensor, batch_size: int = 32) -> np.ndarray:
         """float64 ``[N, 2048]`` features of uint8 ``[N, C, H, W]`` images (C = 1 or 3)."""
         out = []
+        bar = progress.bar(total=len(images), desc="inception", unit="img", leave=False)
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size].to(self.device)
             if x.shape[1] == 1:
@@ -134,6 +136,8 @@ class InceptionFeatures:
                                   align_corners=False)
             feats = self.net(x)
             out.append(feats.reshape(len(x), -1).double().cpu().numpy())
+            bar.update(len(x))
+        bar.close()
         return np.concatenate(out) if out else np.empty((0, FEATURES))
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wgan import rundir
+from wgan import progress, rundir
 from wgan.dataset import collate_skip_bad, default_cache_dir, to_model_range
 from wgan.errors import WganError
 
@@ -255,7 +255,8 @@ def load_images(dataset, n: int, seed: int = 0, workers: int = 0) -> torch.Tenso
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, order), batch_size=64,
                                          num_workers=workers, collate_fn=collate_skip_bad)
     parts, bad = [], 0
-    for batch, skipped in loader:
+    for batch, skipped in progress.bar(loader, total=len(loader), desc="read images",
+                                       unit="batch", leave=False):
         parts.append(batch)
         bad += skipped
     if bad:
