@@ -137,3 +137,22 @@ def test_sampler_shards_ranks_without_overlap():
 def test_model_range():
     x = to_model_range(torch.tensor([0, 255, 128], dtype=torch.uint8))
     assert x.tolist()[0] == -1.0 and x.tolist()[1] == 1.0 and abs(x.tolist()[2]) < 0.01
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.99])
+def test_truncated_lmdb_is_one_clear_error_not_a_crash(lsun_lmdb, tmp_path, keep):
+    # A cut data.mdb used to kill the process with SIGBUS; run it in a child to see that.
+    import subprocess
+    import sys
+
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    data = (lsun_lmdb / "data.mdb").read_bytes()
+    (cut / "data.mdb").write_bytes(data[: int(len(data) * keep) // 4096 * 4096])
+    for args in (["train", "--data", str(cut), "--outdir", str(tmp_path / "runs")],
+                 ["lsun", "export", str(cut), "--out", str(tmp_path / "export")]):
+        done = subprocess.run([sys.executable, "-m", "wgan", *args], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 1, (args, done.returncode, done.stderr[-500:])
+        assert done.stderr.strip().splitlines()[-1].startswith(f"error: {cut / 'data.mdb'} is "
+                                                               "truncated")

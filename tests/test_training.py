@@ -149,9 +149,20 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path, monkeypatch, writer):
             pickle.dump(payload, f, protocol=2)
     else:
         torch.save(payload, evil)
-    with pytest.raises(WganError, match="refusing to load"):
+    with pytest.raises(WganError, match=r"refusing to load .* objects such as (posix|os)\.system"
+                                        r" other than tensors"):
         checkpoint.load(evil, checkpoint.SNAPSHOT_FORMAT)
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"", b"PK\x03\x04 not really a zip",
+                                     b"\x80\x02}q\x00."])
+def test_files_that_are_not_checkpoints_are_one_clear_error(tmp_path, content):
+    path = tmp_path / "notackpt.pt"
+    path.write_bytes(content)
+    with pytest.raises(WganError, match="cannot read checkpoint .*notackpt.pt: the file is "
+                                        "damaged or not a wgan checkpoint|is not a wgan"):
+        checkpoint.load(path, checkpoint.SNAPSHOT_FORMAT)
 
 
 def test_user_errors_are_clear(tmp_path):
@@ -198,3 +209,35 @@ def test_full_disk_keeps_the_last_state_and_says_so(small_flowers, tmp_path, mon
     with pytest.raises(WganError, match="No space left on device"):
         run_training(None, resume=run_dir, resume_flags={"steps": 8})
     assert checkpoint.step_of(checkpoint.newest_state(run_dir)) == 4
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"nz": 0}, "--nz must be at least 1"),
+    ({"ngf": 0}, "--ngf must be at least 1"),
+    ({"loss": "gan", "beta1": 2.0}, r"--beta1 must be in \[0, 1\)"),
+    ({"warmup_every": -1}, "--warmup-every must be 0"),
+    ({"mlp_hidden": 0}, "--mlp-hidden must be at least 1"),
+    ({"loss": "wgan-gp", "gp_weight": -1.0}, "--gp-weight must be 0 or more"),
+    ({"n_extra_layers": -1}, "--n-extra-layers must be 0 or more"),
+    ({"workers": -5}, "--workers must be -1"),
+])
+def test_nonsense_values_are_refused_before_anything_is_written(tmp_path, flags, message):
+    with pytest.raises(WganError, match=message):
+        build_options({"outdir": str(tmp_path / "runs"), **flags})
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_values_of_the_wrong_type_are_named(tmp_path):
+    from wgan.options import load_config_file
+
+    path = tmp_path / "c.json"
+    path.write_text('{"steps": "abc"}')
+    with pytest.raises(WganError, match="steps must be of type int, got 'abc'"):
+        load_config_file(path)
+    path.write_text('{"steps": 10, "lr": 1, "warmup": false, "c_norm": null}')
+    assert load_config_file(path)["lr"] == 1
+
+
+def test_outdir_inside_the_data_folder_is_refused(small_flowers):
+    with pytest.raises(WganError, match="lies inside --data"):
+        build_options({"data": str(small_flowers), "outdir": str(small_flowers / "runs")})

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +72,19 @@ def load(path: str | os.PathLike, expect: str | tuple[str, ...]) -> dict[str, An
     if not path.is_file():
         raise WganError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol": said below
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise WganError(f"refusing to load {path}: it holds objects other than tensors and "
-                        f"plain data ({first[:160]}); only load files wgan wrote") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise WganError(f"cannot read checkpoint {path}: {str(exc)[:200]}; the file is damaged "
-                        "or not a wgan checkpoint") from None
+        found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(exc))
+        what = f" such as {found.group(1)}" if found else ""
+        raise WganError(f"refusing to load {path}: it holds objects{what} other than tensors "
+                        "and plain data; only load files wgan wrote") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError, UnicodeDecodeError, zipfile.BadZipFile):
+        # note: torch.load on bytes that are not a checkpoint fails in many ways.
+        raise WganError(f"cannot read checkpoint {path}: the file is damaged or not a wgan "
+                        "checkpoint") from None
     expect = (expect,) if isinstance(expect, str) else expect
     if not isinstance(obj, dict) or obj.get("format") not in expect:
         raise WganError(f"{path} is not a wgan {' or '.join(expect)} file")

@@ -310,11 +310,20 @@ def open_lmdb(path: Path):
     import lmdb
 
     try:
-        return lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
-                         max_readers=2048, subdir=True)
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
+                        max_readers=2048, subdir=True)
     except lmdb.Error as exc:
         raise WganError(f"{path} is not a readable LMDB folder ({exc}); pass the folder that "
                         "holds data.mdb") from None
+    # note: LMDB maps the file; reading a page past the end of a cut file kills the process
+    # with SIGBUS, so compare the file with the last page its meta page claims first.
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = (Path(path) / "data.mdb").stat().st_size
+    if size < needed:
+        env.close()
+        raise WganError(f"{Path(path) / 'data.mdb'} is truncated ({size:,} of at least "
+                        f"{needed:,} bytes); download or unzip it again")
+    return env
 
 
 class KeyList(Sequence[bytes]):

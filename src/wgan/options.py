@@ -214,11 +214,25 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise WganError(f"config file {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise WganError(f"config file {path} must hold a JSON object of option names")
-    names = {f.name for f in dataclasses.fields(TrainOptions)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(TrainOptions)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
         raise WganError(f"config file {path}: unknown options {', '.join(unknown)}")
     data.pop("resolved_device", None)
+    for name, value in data.items():
+        f = fields[name]
+        kind = f.metadata["type"] or type(f.default)
+        if kind is bool or f.metadata["flag"]:
+            ok = isinstance(value, bool)
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind)
+        if not ok and not (value is None and f.default is None):
+            raise WganError(f"config file {path}: {name} must be of type {kind.__name__}, got "
+                            f"{value!r}")
     return data
 
 
@@ -277,6 +291,17 @@ def resolve(o: TrainOptions) -> TrainOptions:
         ("grid_size", o.grid_size >= 1, "at least 1"),
         ("max_bad_fraction", 0 <= o.max_bad_fraction <= 1, "in [0, 1]"),
         ("warmup_critic_steps", o.warmup_critic_steps >= 1, "at least 1"),
+        ("warmup_generator_steps", o.warmup_generator_steps >= 0, "0 or more"),
+        ("warmup_every", o.warmup_every >= 0, "0 (never) or more"),
+        ("nz", o.nz >= 1, "at least 1"),
+        ("ngf", o.ngf >= 1, "at least 1"),
+        ("ndf", o.ndf >= 1, "at least 1"),
+        ("n_extra_layers", o.n_extra_layers >= 0, "0 or more"),
+        ("mlp_hidden", o.mlp_hidden >= 1, "at least 1"),
+        ("gp_weight", o.gp_weight >= 0, "0 or more"),
+        ("beta1", o.beta1 is None or 0 <= o.beta1 < 1, "in [0, 1)"),
+        ("beta2", o.beta2 is None or 0 <= o.beta2 < 1, "in [0, 1)"),
+        ("workers", o.workers >= -1, "-1 (automatic) or more"),
     ]
     for name, ok, want in checks:
         if not ok:
@@ -312,6 +337,11 @@ def resolve(o: TrainOptions) -> TrainOptions:
     elif o.precision == "fp16" and device.type != "cuda":
         raise WganError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
     o.workers = resolve_workers(o.workers)
+    if o.data and Path(o.data).is_dir():
+        data, outdir = Path(o.data).resolve(), Path(o.outdir).resolve()
+        if outdir == data or data in outdir.parents:
+            raise WganError(f"--outdir {o.outdir} lies inside --data {o.data}: the run's own "
+                            "images would become training data; choose an --outdir outside it")
     if o.desc is None:
         name = Path(o.data).resolve().name if o.data else "data"
         name = name.removesuffix(".csv").removesuffix(".pack") or "data"
