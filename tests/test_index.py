@@ -98,6 +98,9 @@ def test_index_errors(tmp_path):
                     sample_csv=tmp_path / "s.csv")
     with pytest.raises(WganError, match="go together"):
         build_index(tmp_path, tmp_path / "f.csv", sample_fraction=0.1)
+    with pytest.raises(WganError, match="same file as --csv"):
+        build_index(tmp_path, tmp_path / "f.csv", sample_fraction=0.5,
+                    sample_csv=tmp_path / "." / "f.csv")
 
 
 def test_plain_and_quoted_writers_agree(tmp_path):

@@ -182,6 +182,9 @@ def test_download_errors(server, tmp_path):
         lsun.download_category("tower", "val", tmp_path, base_url=server.url, progress=False)
     with pytest.raises(WganError, match="--category"):
         lsun.category_url("../x", "train")
+    for bad in ("notaurl/bedroom_train_lmdb.zip", "file:///etc/passwd"):
+        with pytest.raises(WganError, match="give an http:// or https:// address"):
+            lsun.download(bad, tmp_path, progress=False)
     assert lsun.category_url("bedroom", "val") == \
         "http://dl.yf.io/lsun/scenes/bedroom_val_lmdb.zip"
 

@@ -190,6 +190,9 @@ def build_index(
     ``sample_csv`` when ``sample_fraction`` is given. Paths are relative to ``root``."""
     if (sample_fraction is None) != (sample_csv is None):
         raise WganError("--sample-fraction and --sample-csv go together; give both or neither")
+    if sample_csv is not None and Path(sample_csv).resolve() == Path(csv_path).resolve():
+        raise WganError(f"--sample-csv {sample_csv} is the same file as --csv: the sample "
+                        "would replace the full list; name another file")
     if sample_fraction is not None and not 0.0 < sample_fraction <= 1.0:
         raise WganError(f"--sample-fraction must be in (0, 1], not {sample_fraction}")
     summary = IndexSummary()

@@ -25,6 +25,7 @@ import shutil
 import stat
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 import zipfile
@@ -183,6 +184,10 @@ def download(
     it stopped (HTTP Range); a later call resumes the same way. A file already complete under
     the final name is not downloaded again.
     """
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise WganError(f"cannot download {url!r}: give an http:// or https:// address "
+                        "(--url is the base address, e.g. http://host/path)")
     name = url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
     if not name or name in (".", "..") or "\\" in name:
         raise WganError(f"cannot tell a file name from the address {url!r}")
