@@ -149,3 +149,16 @@ def test_bad_images_at_the_start_do_not_crash_the_reals_grid(small_flowers, tmp_
     assert ended == "done"
     reals = Image.open(run_dir / "reals.png")
     assert reals.size[0] > 0
+
+
+def test_resume_falls_back_past_a_damaged_newest_state(small_flowers, tmp_path, caplog):
+    run_dir, _ = run_training(options(small_flowers, tmp_path, steps=8, snapshot_every=4))
+    newest = run_dir / "training-state-0000008.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # damaged from outside
+    assert checkpoint.find_state(run_dir) == run_dir / "training-state-0000004.pt"
+    assert "skipping training-state-0000008.pt" in caplog.text
+    run_dir2, ended = run_training(None, resume=run_dir, resume_flags={"steps": 8})
+    assert ended == "done" and run_dir2 == run_dir
+    assert checkpoint.load(newest, checkpoint.STATE_FORMAT)["counters"]["step"] == 8
+    run_training(None, resume=run_dir, resume_flags={"steps": 6})
+    assert "already at generator step 8, at or past --steps 6" in caplog.text

@@ -9,6 +9,7 @@ Both hold only tensors, numbers, strings, lists and dicts, and are read with
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -21,6 +22,7 @@ import torch
 
 from wgan.errors import WganError
 
+log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = "wgan-snapshot/1"
 STATE_FORMAT = "wgan-training-state/1"
 _STEP_RE = re.compile(r"^(network-snapshot|training-state)-(\d+)\.pt$")
@@ -116,10 +118,19 @@ def find_state(path: str | os.PathLike) -> Path:
     """A training state file, or the newest complete one in a run folder."""
     p = Path(path)
     if p.is_dir():
-        state = newest_state(p)
-        if state is None:
+        states = list_files(p, "training-state")
+        if not states:
             raise WganError(f"no training-state-*.pt in {p}; nothing to resume from")
-        return state
+        for state in reversed(states):
+            try:
+                load(state, STATE_FORMAT)
+            except WganError as exc:
+                # note: renames are atomic, so this is damage from outside (disk, copying).
+                log.warning("skipping %s: %s", state.name, exc)
+                continue
+            return state
+        raise WganError(f"none of the {len(states)} training states in {p} can be read; "
+                        "nothing to resume from")
     if not p.is_file():
         raise WganError(f"--resume {p}: no such run folder or training state")
     return p

@@ -731,6 +731,10 @@ def run_training(
             if world.is_main:
                 rundir.truncate_stats(run_dir, trainer.counters.step)
             log.info("resuming %s at generator step %d", run_dir, trainer.counters.step)
+            if trainer.counters.step >= opts.steps:
+                log.warning("the run is already at generator step %d, at or past --steps %d: "
+                            "nothing to train; raise --steps to go on", trainer.counters.step,
+                            opts.steps)
         else:
             log.info("run folder %s", run_dir)
             if transfer is not None:
