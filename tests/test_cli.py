@@ -90,6 +90,12 @@ def test_errors_are_one_line(tmp_path):
         (["train", "--resume", tmp_path, "--transfer", tmp_path / "x.pt"], "cannot be used"),
         (["sample", "--checkpoint", tmp_path / "none.pt", "--out", tmp_path / "o"],
          "does not exist"),
+        (["sample", "--checkpoint", tmp_path / "none.pt", "--out", tmp_path / "s.jpg"],
+         "grids are written as PNG"),
+        (["sample", "--checkpoint", tmp_path / "none.pt", "--columns", "0", "--out", "g.png"],
+         "--columns must be at least 1"),
+        (["lsun", "download", "--url", "notaurl", "--out", tmp_path / "dl"],
+         "give an http:// or https:// address"),
     ]:
         proc = wgan(*args, check=False)
         assert proc.returncode == 1, proc.stderr

@@ -265,6 +265,12 @@ def sample(checkpoint_path, seeds, out, columns, interpolate, walk, frames, fram
     from wgan.training import load_generator
 
     seed_list = parse_seeds(seeds or ("0-4" if interpolate else "0-63"))
+    suffix = Path(out).suffix.lower()
+    if not interpolate and suffix in (".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"):
+        raise WganError(f"--out {out}: grids are written as PNG; end the name in .png, or give "
+                        "a folder for one PNG per seed")
+    if columns is not None and columns < 1:
+        raise WganError(f"--columns must be at least 1, got {columns}")
     generator = load_generator(checkpoint_path, resolve_device(device))
     if interpolate:
         written = save_walk(generate_walk(generator, seed_list, frames, walk), out, walk,
