@@ -11,11 +11,15 @@ For each image set, all in one run and with the same number of worker processes:
     uint8) through `batch_stream` (persistent workers, endless sampler), then the conversion
     to [-1, 1] the trainer does on its device;
 (c) ours from a pack file made by `wgan pack` (the time to make it is reported too).
+The floor is what no JPEG pipeline can avoid: the decoder's entropy (Huffman) decoding, which
+DCT-domain scaling does not shorten. It is timed in one process as a decode at the largest
+reduction (1/8) with nothing else; baseline time over floor time is the most any decoder
+could gain over the baseline on those files.
 The sets are hymenoptera (398 files, mostly 500x375 JPEGs, up to 2592x1944) and flowers-128
 (4,317 small JPEGs). Last, the share of a 64x64 training run's time spent waiting for data
 when it trains from the pack, for the paper's network widths and for tiny ones (a stand-in
 for a fast device). The last line is
-`RESULT large_ratio=<b/a> cache_ratio=<c/a> small_ratio=<b/a on flowers>`.
+`RESULT large_ratio=<b/a> cache_ratio=<c/a> small_ratio=<b/a on flowers> large_ceiling=...`.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from wgan.dataset import ImageFolder, batch_stream, to_model_range  # noqa: E402
+from wgan.dataset import ImageFolder, batch_stream, decode_image, to_model_range  # noqa: E402
 from wgan.options import build_options, resolve_workers  # noqa: E402
 from wgan.pack import PackImages, pack_source  # noqa: E402
 from wgan.training import run_training  # noqa: E402
@@ -55,7 +59,11 @@ class BaselineImages(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        with Image.open(self.paths[index]) as img:
+        return self.load(self.paths[index])
+
+    @staticmethod
+    def load(path: Path) -> torch.Tensor:
+        with Image.open(path) as img:
             img = img.convert("RGB")  # full decode
         w, h = img.size
         scale = SIZE / min(w, h)
@@ -66,6 +74,24 @@ class BaselineImages(torch.utils.data.Dataset):
         x = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).contiguous()
         x = x.float().div(255)
         return (x - 0.5) / 0.5
+
+
+def floor_decode(path: Path) -> None:
+    """Entropy decoding alone: a JPEG decoded at 1/8 scale, not resized or converted."""
+    with Image.open(path) as img:
+        img.draft(img.mode, (1, 1))
+        img.load()
+
+
+def per_image_ms(decode, paths: list[Path], rounds: int) -> float:
+    """Milliseconds per image of ``decode`` over ``paths`` in this process, best round."""
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for path in paths:
+            decode(path)
+        best = min(best, time.perf_counter() - t0)
+    return 1e3 * best / len(paths)
 
 
 def baseline_batches(dataset: BaselineImages, workers: int):
@@ -163,11 +189,21 @@ def main() -> None:
             r["pack"] = len(ours) / (time.perf_counter() - t0)
             r["c"] = max(rate(our_batches(PackImages(pack_file), workers), 200 * scale)
                          for _ in range(rounds))
+            # One process, no loader: where the time goes, and the floor.
+            paths = [path / f for f in ours.files if f.lower().endswith((".jpg", ".jpeg"))]
+            paths = paths[: 100 * scale]
+            r["ms_a"] = per_image_ms(BaselineImages.load, paths, rounds)
+            r["ms_b"] = per_image_ms(lambda p: decode_image(str(p), SIZE), paths, rounds)
+            r["ms_floor"] = per_image_ms(floor_decode, paths, rounds)
             results[key] = r
             print(f"{path.name:12s} ({len(ours)} images): (a) baseline {r['a']:8.0f} img/s  "
                   f"(b) ours {r['b']:8.0f} img/s = {r['b'] / r['a']:5.2f}x  "
                   f"(c) pack {r['c']:9.0f} img/s = {r['c'] / r['a']:6.1f}x  "
                   f"(making the pack: {r['pack']:.0f} img/s)")
+            print(f"{'':12s} one process, {len(paths)} JPEGs: baseline {r['ms_a']:.2f} ms, "
+                  f"ours {r['ms_b']:.2f} ms, entropy-decoding floor {r['ms_floor']:.2f} ms per "
+                  f"image: no decoder can beat the baseline by more than "
+                  f"{r['ms_a'] / r['ms_floor']:.2f}x")
 
         # The trainer from the pack: how much of its time is spent waiting for data.
         steps = 4 if args.quick else 10
@@ -181,7 +217,8 @@ def main() -> None:
 
     large, small = results["large"], results["small"]
     print(f"RESULT large_ratio={large['b'] / large['a']:.2f} "
-          f"cache_ratio={large['c'] / large['a']:.1f} small_ratio={small['b'] / small['a']:.2f}")
+          f"cache_ratio={large['c'] / large['a']:.1f} small_ratio={small['b'] / small['a']:.2f} "
+          f"large_ceiling={large['ms_a'] / large['ms_floor']:.2f}")
 
 
 if __name__ == "__main__":
