@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,53 @@ def test_torchrun_cli_writes_one_run_folder_and_resumes_in_one_process(small_flo
     assert resumed["counters"] == want["counters"]
     for name, value in want["generator"].items():
         torch.testing.assert_close(resumed["generator"][name], value, rtol=1e-4, atol=1e-5)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+def test_sigterm_to_the_launcher_stops_every_process_with_a_saved_state(small_flowers,
+                                                                          tmp_path):
+    flags = []
+    for name, value in {**SAME, "steps": 100_000, "snapshot_every": 0}.items():
+        flag = "--" + name.replace("_", "-")
+        flags += [flag] if value is True else [f"--no-{flag[2:]}"] if value is False else [
+            flag, str(value)]
+    outdir = tmp_path / "runs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    launcher = subprocess.Popen([sys.executable, "-m", "wgan", "train", "--gpus", "2", "--data",
+                                 str(small_flowers), "--outdir", str(outdir), *flags], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(outdir.glob("*/stats.jsonl")) and time.monotonic() < deadline:
+            assert launcher.poll() is None, launcher.stderr.read()[-3000:]
+            time.sleep(0.5)
+        assert list(outdir.glob("*/stats.jsonl")), "training did not start"
+        assert len(processes_mentioning(str(outdir))) >= 3  # launcher, torchrun, 2 workers
+        launcher.send_signal(signal.SIGTERM)
+        err = launcher.communicate(timeout=180)[1]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, err[-3000:]
+    assert "SIGTERM" in err and "--resume" in err
+    # Nothing is left running, and the workers saved a state before they stopped.
+    time.sleep(0.5)
+    assert processes_mentioning(str(outdir)) == []
+    states = list(outdir.glob("*/training-state-*.pt"))
+    assert len(states) == 1, states
+    step = checkpoint.load(states[0], checkpoint.STATE_FORMAT)["counters"]["step"]
+    assert 2 <= step < 100_000

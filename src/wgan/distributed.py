@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -98,9 +99,47 @@ def broadcast_object(obj, world: World):
     return box[0]
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Seconds torchrun gives the workers to finish their step and save a state after a stop
+# signal, before it kills them (its own default is 30; a warm-up step on a CPU takes longer).
+SHUTDOWN_TIMEOUT = 600
+
+
 def launch(nproc: int, argv: list[str]) -> int:
-    """Run ``wgan <argv>`` in ``nproc`` processes on this machine through torchrun."""
+    """Run ``wgan <argv>`` in ``nproc`` processes on this machine through torchrun.
+
+    A stop signal to this process (Ctrl-C, SIGTERM, SIGHUP) is passed on to torchrun, which
+    passes it on to the workers; each finishes its step and saves a training state, and this
+    process waits for all of them. torchrun runs in a session of its own so that a Ctrl-C in
+    the terminal reaches it once, through here, not twice.
+    """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc}", "-m", "wgan", *argv]
+    env = {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT), **os.environ}
     log.info("launching: %s", " ".join(cmd))
-    return subprocess.call(cmd)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    stopped: list[int] = []
+
+    def forward(signum, frame) -> None:
+        if stopped:
+            log.warning("already stopping: waiting for the training processes to save their "
+                        "state")
+            return
+        log.warning("%s: asking the %d training processes to save a state and stop",
+                    signal.Signals(signum).name, nproc)
+        stopped.append(signum)
+        proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopped and code == 1:
+        # note: torchrun reports a forwarded signal as a failure (a SignalException
+        # traceback, exit 1) even when every worker saved its state and exited cleanly.
+        log.warning("stopped by %s; resume with `wgan train --resume RUN_FOLDER`",
+                    signal.Signals(stopped[0]).name)
+        return 0
+    return code
