@@ -128,26 +128,33 @@ def test_sigterm_to_the_launcher_stops_every_process_with_a_saved_state(small_fl
             flag, str(value)]
     outdir = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    launcher = subprocess.Popen([sys.executable, "-m", "wgan", "train", "--gpus", "2", "--data",
-                                 str(small_flowers), "--outdir", str(outdir), *flags], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        launcher = subprocess.Popen([sys.executable, "-m", "wgan", "train", "--gpus", "2",
+                                     "--data", str(small_flowers), "--outdir", str(outdir),
+                                     *flags], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         deadline = time.monotonic() + 180
         while not list(outdir.glob("*/stats.jsonl")) and time.monotonic() < deadline:
-            assert launcher.poll() is None, launcher.stderr.read()[-3000:]
+            assert launcher.poll() is None, log.read_text()[-3000:]
             time.sleep(0.5)
         assert list(outdir.glob("*/stats.jsonl")), "training did not start"
         assert len(processes_mentioning(str(outdir))) >= 3  # launcher, torchrun, 2 workers
         launcher.send_signal(signal.SIGTERM)
-        err = launcher.communicate(timeout=180)[1]
+        launcher.wait(timeout=180)
+        time.sleep(0.5)
+        left = processes_mentioning(str(outdir))
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
+        for pid in [launcher.pid, *processes_mentioning(str(outdir))]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    err = log.read_text()
     assert launcher.returncode == 0, err[-3000:]
     assert "SIGTERM" in err and "--resume" in err
     # Nothing is left running, and the workers saved a state before they stopped.
-    time.sleep(0.5)
-    assert processes_mentioning(str(outdir)) == []
+    assert left == []
     states = list(outdir.glob("*/training-state-*.pt"))
     assert len(states) == 1, states
     step = checkpoint.load(states[0], checkpoint.STATE_FORMAT)["counters"]["step"]
