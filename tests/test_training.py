@@ -74,6 +74,17 @@ def test_run_folder_is_complete(small_flowers, tmp_path):
     assert again.name.startswith("00001-")
 
 
+def same_values(a, b) -> bool:
+    """Nested lists, tuples and dicts of tensors and plain values, compared exactly."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_values(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same_values(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
 def weights(path):
     state = checkpoint.load(path, checkpoint.STATE_FORMAT)
     return state["generator"], state["critic"], state
@@ -91,6 +102,8 @@ def test_resume_is_bitwise_exact(small_flowers, tmp_path, extra):
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), "weights differ after resume"
     assert s1["counters"] == s2["counters"]
+    # The global generators too: seeded from --seed, untouched by opening the data stream.
+    assert same_values(s1["global_rng"], s2["global_rng"]), "global generators differ"
     steps = [json.loads(x)["step"] for x in (half / "stats.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 5, 6, 8, 10]  # no step missing or repeated
 

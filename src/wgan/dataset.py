@@ -625,6 +625,9 @@ def batch_stream(
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
+        # note: the workers' seeds come from here, not from torch's global generator, so
+        # opening a stream draws nothing from it (a resume then leaves it as it was saved).
+        generator=torch.Generator().manual_seed(hash((seed, start, rank)) % 2**63),
     )
     return iter(loader)
 

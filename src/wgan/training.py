@@ -158,8 +158,11 @@ class Trainer:
             opts.warmup_generator_steps, opts.warmup_every,
         )
 
-        # Build the networks from the seed.
+        # Build the networks from the seed; the global generators, which only user code
+        # (custom layers, augmentations) draws from, start from it too.
         torch.manual_seed(opts.seed)
+        random.seed(opts.seed)
+        np.random.seed(opts.seed % 2**32)
         conv = self.model_config.g_arch == "dcgan" or self.model_config.c_arch == "dcgan"
         self.memory_format = (torch.channels_last if opts.channels_last and conv
                               else torch.contiguous_format)
