@@ -32,7 +32,8 @@ class FileServer(http.server.ThreadingHTTPServer):
 
     ``cuts`` is a list of byte counts: the n-th response stops after that many body bytes
     and closes the connection (None: send all). ``honour_range=False`` ignores Range headers.
-    ``extra_length`` adds to the announced size, to play a server that lies.
+    ``extra_length`` adds to the announced size, to play a server that lies;
+    ``send_length=False`` announces no size at all and ends each body by closing.
     """
 
     def __init__(self, files: dict[str, bytes]) -> None:
@@ -42,6 +43,7 @@ class FileServer(http.server.ThreadingHTTPServer):
         self.honour_range = True
         self.extra_length = 0
         self.etag = '"v1"'
+        self.send_length = True
         self.ranges: list[str | None] = []
 
     @property
@@ -79,7 +81,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
-        self.send_header("Content-Length", str(len(body) + srv.extra_length))
+        if srv.send_length:
+            self.send_header("Content-Length", str(len(body) + srv.extra_length))
+        else:
+            self.close_connection = True
         self.send_header("ETag", srv.etag)
         self.end_headers()
         cut = srv.cuts.pop(0) if srv.cuts else None
@@ -155,7 +160,10 @@ def test_download_starts_over_when_file_changed(server, lsun_zip, tmp_path):
     server.cuts = [5000]
     with pytest.raises(WganError):
         fetch(server, tmp_path, retries=0)
-    changed = lsun_zip[::-1]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("bedroom_train_lmdb/data.mdb", os.urandom(20_000))
+    changed = buf.getvalue()
     server.files["bedroom_train_lmdb.zip"], server.etag = changed, '"v2"'
     assert fetch(server, tmp_path, retries=0).read_bytes() == changed  # not a splice
     assert server.ranges == [None, "bytes=5000-"]
@@ -175,6 +183,19 @@ def test_download_short_of_announced_size_fails(server, tmp_path):
     with pytest.raises(WganError, match="stopped"):
         fetch(server, tmp_path, retries=1)
     assert not (tmp_path / "bedroom_train_lmdb.zip").exists()
+
+
+def test_download_without_announced_size_checks_the_zip(server, lsun_zip, tmp_path):
+    # A server that sends no Content-Length and closes early looks like a finished download.
+    server.send_length = False
+    server.cuts = [len(lsun_zip) // 3]
+    with pytest.raises(WganError, match=r"\.part \(\d+ bytes\) is not a complete zip archive: "
+                                        "run the same command again"):
+        fetch(server, tmp_path, retries=0)
+    assert not (tmp_path / "bedroom_train_lmdb.zip").exists()
+    # The rerun resumes the .part and gets the whole archive.
+    assert fetch(server, tmp_path, retries=0).read_bytes() == lsun_zip
+    assert server.ranges == [None, f"bytes={len(lsun_zip) // 3}-"]
 
 
 def test_download_errors(server, tmp_path):

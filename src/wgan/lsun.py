@@ -213,6 +213,11 @@ def download(
             time.sleep(retry_wait * (attempt + 1))
     if part.stat().st_size != total:
         raise WganError(f"{part} holds {part.stat().st_size} bytes, expected {total}")
+    if name.lower().endswith(".zip") and not zipfile.is_zipfile(part):
+        # note: a server that announces no size cannot tell a cut from the end; a zip's last
+        # bytes (its central directory) can. An error page served as the file ends up here too.
+        raise WganError(f"{part} ({total} bytes) is not a complete zip archive: run the same "
+                        "command again to resume it, or delete it to start over")
     os.replace(part, final)
     meta.unlink(missing_ok=True)
     log.info("downloaded %s (%d bytes)", final, total)
