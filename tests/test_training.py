@@ -104,8 +104,11 @@ def test_resume_is_bitwise_exact(small_flowers, tmp_path, extra):
     assert s1["counters"] == s2["counters"]
     # The global generators too: seeded from --seed, untouched by opening the data stream.
     assert same_values(s1["global_rng"], s2["global_rng"]), "global generators differ"
-    steps = [json.loads(x)["step"] for x in (half / "stats.jsonl").read_text().splitlines()]
-    assert steps == [2, 4, 5, 6, 8, 10]  # no step missing or repeated
+    stats = [json.loads(x) for x in (half / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in stats] == [2, 4, 5, 6, 8, 10]  # no step missing or repeated
+    times = [r["time"] for r in stats]
+    assert times == sorted(times) and times[0] > 0  # training time goes on over the resume
+    assert s2["train_seconds"] >= times[-1]
 
 
 def test_resume_refuses_changed_model(small_flowers, tmp_path):

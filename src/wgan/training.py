@@ -180,6 +180,10 @@ class Trainer:
         self.stop_requested: str | None = None
         self.last_state: Path | None = None
         self.rollbacks = 0
+        # Seconds of training before this process began (summed over resumes), and when
+        # this process began training.
+        self._seconds_before = 0.0
+        self._start_time: float | None = None
         self.evaluator = None  # built at the first measurement
         self.last_measured: int | None = None
         self.tensorboard = None  # a wgan.tensorboard.TensorBoardLog when --tensorboard is on
@@ -258,6 +262,7 @@ class Trainer:
             "noise_rng": self.noise.get_state(),
             "global_rng": global_rng_state(),
             "fixed_noise": self.fixed_noise,
+            "train_seconds": self.train_seconds(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -280,6 +285,9 @@ class Trainer:
         if "global_rng" in state:
             set_global_rng_state(state["global_rng"])
         self.fixed_noise = state["fixed_noise"]
+        self._seconds_before = float(state.get("train_seconds", 0.0))
+        if self._start_time is not None:
+            self._start_time = time.perf_counter()
 
     def load_weights(self, snapshot: dict[str, Any]) -> None:
         """Weights only (``--transfer``): counters, optimizers and RNG start fresh."""
@@ -484,6 +492,12 @@ class Trainer:
             del stream  # note: ends the DataLoader's worker processes
         return self.stop_requested or "done"
 
+    def train_seconds(self) -> float:
+        """Seconds spent training this run so far, over all its resumes."""
+        if self._start_time is None:
+            return self._seconds_before
+        return self._seconds_before + time.perf_counter() - self._start_time
+
     def _roll_back(self) -> bool:
         """Reload the last good state with fresh noise; False when that is not allowed."""
         o = self.opts
@@ -492,7 +506,9 @@ class Trainer:
         if self.rollbacks >= o.max_rollbacks:
             log.error("diverged again after %d roll-backs; giving up", self.rollbacks)
             return False
+        spent = self.train_seconds()
         self.load_state_dict(checkpoint.load(self.last_state, checkpoint.STATE_FORMAT))
+        self._seconds_before = spent  # the clock goes on: the abandoned steps took time too
         self.rollbacks += 1
         # note: the same noise would replay the same divergence, so draw different noise.
         self.noise.manual_seed(o.seed + 1_000_003 * self.rollbacks)
@@ -532,7 +548,7 @@ class Trainer:
             "sec_per_step": elapsed / n_g,
             "data_wait": tick.data_wait / max(elapsed, 1e-9),
             "bad_images": c.bad_images,
-            "time": time.perf_counter() - self._start_time,
+            "time": self.train_seconds(),
             "mem_cpu_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
         if self.device.type == "cuda":
