@@ -81,7 +81,9 @@ def test_torchrun_cli_writes_one_run_folder_and_resumes_in_one_process(small_flo
                            str(small_flowers), "--outdir", str(outdir), *flags], env=env,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "torch.distributed.run" in done.stderr and "--gpus" not in done.stderr
+    launching = next(line for line in done.stderr.splitlines() if line.startswith("launching"))
+    assert "torch.distributed.run" in launching and "--gpus" not in launching
+    assert "no CUDA device in use: --gpus 2 runs 2 processes on the CPU (Gloo)" in done.stderr
     runs = list(outdir.iterdir())
     assert len(runs) == 1, runs
     run_dir = runs[0]
@@ -159,3 +161,17 @@ def test_sigterm_to_the_launcher_stops_every_process_with_a_saved_state(small_fl
     assert len(states) == 1, states
     step = checkpoint.load(states[0], checkpoint.STATE_FORMAT)["counters"]["step"]
     assert 2 <= step < 100_000
+
+
+def test_gpus_refuses_an_uneven_batch_before_starting_any_process(small_flowers, tmp_path):
+    from click.testing import CliRunner
+
+    from wgan.cli import main
+
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(main, ["train", "--gpus", "3", "--batch-size", "16", "--data",
+                                       str(small_flowers), "--outdir", str(out)])
+    assert result.exit_code != 0
+    assert "--batch-size 16 must be a multiple of --gpus 3" in result.output
+    assert result.output.count("must be a multiple") == 1
+    assert "torch.distributed.run" not in result.output and not out.exists()

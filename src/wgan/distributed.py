@@ -105,6 +105,19 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SHUTDOWN_TIMEOUT = 600
 
 
+def check_launch(opts, nproc: int) -> None:
+    """Refuse, before any process starts, what every worker would refuse (``opts`` are the
+    run's ``TrainOptions``); say so when the processes will share the CPU."""
+    if opts.batch_size % nproc:
+        raise WganError(f"--batch-size {opts.batch_size} must be a multiple of --gpus {nproc}: "
+                        "it is the global batch, split evenly between the processes")
+    if opts.device == "cpu" or not torch.cuda.is_available():
+        log.warning("no CUDA device in use: --gpus %d runs %d processes on the CPU (Gloo)",
+                    nproc, nproc)
+    elif nproc > torch.cuda.device_count():
+        raise WganError(f"--gpus {nproc}: this machine has {torch.cuda.device_count()} GPUs")
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """Run ``wgan <argv>`` in ``nproc`` processes on this machine through torchrun.
 
