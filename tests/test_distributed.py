@@ -42,9 +42,10 @@ def single_process(data, outdir, **kw):
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one_with_the_same_global_batch(small_flowers, tmp_path):
+@pytest.mark.parametrize("loss", ["wgan", "wgan-gp"])  # the penalty pairs real k with fake k
+def test_two_processes_equal_one_with_the_same_global_batch(small_flowers, tmp_path, loss):
     torchrun(str(Path(__file__).with_name("ddp_worker.py")), str(small_flowers),
-             str(tmp_path), repr(SAME))
+             str(tmp_path), repr({**SAME, "loss": loss}))
     rank0 = torch.load(tmp_path / "rank0.pt")
     rank1 = torch.load(tmp_path / "rank1.pt")
 
@@ -56,12 +57,12 @@ def test_two_processes_equal_one_with_the_same_global_batch(small_flowers, tmp_p
 
     # One process with the whole batch computes the same, up to summation order.
     (tmp_path / "one").mkdir()
-    one = single_process(small_flowers, tmp_path / "one")
+    one = single_process(small_flowers, tmp_path / "one", loss=loss)
     for name, value in one.generator.state_dict().items():
         torch.testing.assert_close(rank0["generator"][name], value, rtol=1e-4, atol=1e-5)
     # ...and not what one process computes with half the batch.
     (tmp_path / "half").mkdir()
-    half = single_process(small_flowers, tmp_path / "half", batch_size=4)
+    half = single_process(small_flowers, tmp_path / "half", batch_size=4, loss=loss)
     assert any(not torch.allclose(rank0["generator"][n], v, rtol=1e-4, atol=1e-5)
                for n, v in half.generator.state_dict().items())
 

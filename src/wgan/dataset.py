@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import logging
 import os
 import warnings
@@ -534,8 +535,10 @@ class InfiniteBatchSampler(torch.utils.data.Sampler):
     """Endless batches of indices: a fresh seeded permutation each pass over the data.
 
     The stream is a pure function of ``(seed, length)``, so a run that resumes at ``start``
-    batches sees exactly the batches it would have seen. With ``world_size > 1`` each rank
-    takes every ``world_size``-th index of the global stream, so ranks never share an image
+    batches sees exactly the batches it would have seen. With ``world_size > 1`` the global
+    stream is cut into global batches and rank ``r`` takes the ``r``-th contiguous slice of
+    each, as the trainer does with the noise: image ``k`` of a global batch meets fake ``k``
+    (WGAN-GP pairs them) whatever the number of processes, and no two ranks share an image
     within a global batch.
     """
 
@@ -552,21 +555,17 @@ class InfiniteBatchSampler(torch.utils.data.Sampler):
         return np.random.default_rng([self.seed, epoch]).permutation(self.length)
 
     def __iter__(self) -> Iterator[list[int]]:
-        # Position in the global stream where this rank's next batch begins.
         per_global_batch = self.batch_size * self.world_size
-        pos = self.start * per_global_batch + self.rank
-        epoch, offset = divmod(pos, self.length)
-        perm = self._permutation(epoch)
-        batch: list[int] = []
-        while True:
-            batch.append(int(perm[offset]))
-            offset += self.world_size
-            while offset >= self.length:
-                epoch, offset = epoch + 1, offset - self.length
-                perm = self._permutation(epoch)
-            if len(batch) == self.batch_size:
-                yield batch
-                batch = []
+        epoch, perm = -1, np.empty(0, dtype=np.int64)
+        for global_batch in itertools.count(self.start):
+            first = global_batch * per_global_batch + self.rank * self.batch_size
+            batch = []
+            for pos in range(first, first + self.batch_size):
+                e, offset = divmod(pos, self.length)
+                if e != epoch:
+                    epoch, perm = e, self._permutation(e)
+                batch.append(int(perm[offset]))
+            yield batch
 
     def __len__(self) -> int:  # a DataLoader asks; the stream is endless
         return 2**62
