@@ -20,4 +20,4 @@ if __name__ == "__main__":
     weights = {"generator": trainer.generator.state_dict(), "critic": trainer.critic.state_dict(),
                "counters": trainer.counters.to_dict()}
     torch.save(weights, out / f"rank{world.rank}.pt")
-    distributed.shutdown(world)
+    distributed.shutdown(world, finished=True)

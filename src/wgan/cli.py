@@ -124,10 +124,12 @@ def train(config_file, resume, transfer, dry_run, gpus, **kwargs) -> None:
             click.echo(json.dumps(opts.to_dict(), indent=2, sort_keys=True))
             return
         world = distributed.init(flags.get("device") or "auto")
+        finished = False
         try:
             run_training(None, resume=resume, resume_flags=flags, world=world)
+            finished = True
         finally:
-            distributed.shutdown(world)
+            distributed.shutdown(world, finished)
         return
     config = load_config_file(config_file) if config_file else None
     opts = build_options(flags, config)
@@ -135,10 +137,12 @@ def train(config_file, resume, transfer, dry_run, gpus, **kwargs) -> None:
         click.echo(json.dumps(opts.to_dict(), indent=2, sort_keys=True))
         return
     world = distributed.init(opts.device)
+    finished = False
     try:
         run_training(opts, transfer=transfer, world=world)
+        finished = True
     finally:
-        distributed.shutdown(world)
+        distributed.shutdown(world, finished)
 
 
 def _without_gpus_flag(argv: list[str]) -> list[str]:

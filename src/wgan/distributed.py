@@ -69,8 +69,13 @@ def init(device: str) -> World:
     return World(rank, size, local_rank)
 
 
-def shutdown(world: World) -> None:
+def shutdown(world: World, finished: bool = False) -> None:
+    """Leave the process group. With ``finished`` (the run ended normally) wait for every
+    rank first: a rank that tears Gloo down while rank 0 still writes the last files can
+    abort in the library's destructors."""
     if world.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 
