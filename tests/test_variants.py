@@ -146,3 +146,25 @@ def test_critic_steps_per_generator_step_follow_the_loss():
     assert build_options({"loss": "wgan-gp"}).n_critic == 5
     assert build_options({"cfg": "paper-gan"}).n_critic == 1  # DCGAN alternates 1:1
     assert build_options({"cfg": "paper-gan", "n_critic": 2}).n_critic == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"loss": "wgan-gp", "clip": 0.01},
+     "--clip 0.01 cannot be used with --loss wgan-gp: weight clipping and a gradient penalty "
+     "are alternatives"),
+    ({"cfg": "wgan-gp", "clip": 0.05}, "--clip 0.05 cannot be used with --loss wgan-gp"),
+    ({"g_arch": "mlp", "g_constant_filters": True},
+     "--g-constant-filters cannot be used with --g-arch mlp"),
+    ({"cfg": "paper-mlp", "g_constant_filters": True},
+     "--g-constant-filters cannot be used with --g-arch mlp"),
+])
+def test_options_that_would_be_ignored_are_refused(flags, message):
+    with pytest.raises(WganError, match=message):
+        build_options(flags)
+
+
+def test_the_alternatives_alone_still_resolve():
+    assert build_options({"loss": "wgan-gp", "clip": 0.0}).clip == 0.0
+    assert build_options({"loss": "wgan", "clip": 0.05}).clip == 0.05
+    assert build_options({"g_constant_filters": True}).g_constant_filters is True
+    assert build_options({"g_arch": "mlp"}).g_constant_filters is False

@@ -277,6 +277,13 @@ def resolve(o: TrainOptions) -> TrainOptions:
         raise WganError("--c-norm batch cannot be used with --loss wgan-gp: the gradient "
                         "penalty is per sample and BatchNorm mixes samples; use --c-norm layer "
                         "or none")
+    if o.loss == "wgan-gp" and o.clip > 0:
+        raise WganError(f"--clip {o.clip} cannot be used with --loss wgan-gp: weight clipping and "
+                        "a gradient penalty are alternatives; drop --clip, or use --loss wgan "
+                        "to clip")
+    if o.g_arch == "mlp" and o.g_constant_filters:
+        raise WganError("--g-constant-filters cannot be used with --g-arch mlp: the MLP generator "
+                        "has no convolution filters; drop one of the two options")
     checks = [
         ("batch_size", o.batch_size >= 1, "at least 1"),
         ("steps", o.steps >= 0, "0 or more"),
