@@ -261,7 +261,15 @@ def sample(checkpoint_path, seeds, out, columns, interpolate, walk, frames, fram
     """Draw images from a trained generator, or walks between seeds (--interpolate)."""
     from wgan import images
     from wgan.options import resolve_device
-    from wgan.sampling import generate, generate_walk, noise_for_seeds, parse_seeds, save_walk
+    from wgan.sampling import (
+        MAX_GRID,
+        generate,
+        generate_walk,
+        noise_for_seeds,
+        parse_seeds,
+        save_seed_images,
+        save_walk,
+    )
     from wgan.training import load_generator
 
     seed_list = parse_seeds(seeds or ("0-4" if interpolate else "0-63"))
@@ -271,6 +279,11 @@ def sample(checkpoint_path, seeds, out, columns, interpolate, walk, frames, fram
                         "a folder for one PNG per seed")
     if columns is not None and columns < 1:
         raise WganError(f"--columns must be at least 1, got {columns}")
+    shown = (len(seed_list) - 1) * frames if interpolate else len(seed_list)
+    if (interpolate or suffix == ".png") and shown > MAX_GRID:
+        raise WganError(f"--seeds {seeds} makes {shown:,} images, over the {MAX_GRID:,} one grid "
+                        "or animation holds; draw fewer seeds per command, or give a folder as "
+                        "--out for one PNG per seed")
     generator = load_generator(checkpoint_path, resolve_device(device))
     if interpolate:
         written = save_walk(generate_walk(generator, seed_list, frames, walk), out, walk,
@@ -278,18 +291,17 @@ def sample(checkpoint_path, seeds, out, columns, interpolate, walk, frames, fram
         click.echo(f"wrote {len(seed_list) - 1} {walk} walks of {frames} images to "
                    + ", ".join(map(str, written)))
         return
-    fakes = generate(generator, noise_for_seeds(seed_list, generator.nz), desc="sampling")
     out_path = Path(out)
     try:
         if out_path.suffix.lower() == ".png":
+            fakes = generate(generator, noise_for_seeds(seed_list, generator.nz),
+                             desc="sampling")
             out_path.parent.mkdir(parents=True, exist_ok=True)
             images.save_png(images.grid(fakes, columns), out_path)
             click.echo(f"wrote a grid of {len(seed_list)} images to {out_path}")
         else:
             out_path.mkdir(parents=True, exist_ok=True)
-            for s, img in progress.bar(zip(seed_list, fakes, strict=True), len(seed_list),
-                                       "writing", "img"):
-                images.save_png(images.to_pil(img), out_path / f"seed{s:04d}.png")
+            save_seed_images(generator, seed_list, out_path)
             click.echo(f"wrote {len(seed_list)} images to {out_path}/")
     except OSError as exc:
         raise WganError(f"cannot write to {out_path}: {exc.strerror or exc}") from None
