@@ -237,6 +237,28 @@ def safe_join(root: Path, relative: str, where: str) -> Path:
     return root / rel
 
 
+def _csv_rows(f, path: Path):
+    """``(line, row)`` for each CSV row, ``line`` the row's first line in the file.
+
+    note: strict parsing, so an unclosed quote is an error at the line where the quoted field
+    starts, instead of one field that swallows the rest of the file.
+    """
+    reader = csv.reader(f, strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise WganError(f"{path}:{start}: CSV error: a quoted field starts on this line "
+                                "and is never closed; close or remove the quote") from None
+            raise WganError(f"{path}:{start}: CSV error: {exc}; quote the path as CSV does "
+                            "(double any \" inside it)") from None
+        yield start, row
+
+
 class CsvImages(ImageSource):
     """Images listed in a CSV file of ``relative_path,label`` rows below an image root.
 
@@ -258,7 +280,7 @@ class CsvImages(ImageSource):
         self.paths: list[str] = []
         self.labels: list[int] = []
         with open(self.csv_path, newline="", encoding="utf-8") as f:
-            for line_no, row in enumerate(csv.reader(f), start=1):
+            for line_no, row in _csv_rows(f, self.csv_path):
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
                 if line_no == 1 and row[0].strip().lower() in ("path", "relative_path", "file"):
