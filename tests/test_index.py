@@ -118,3 +118,15 @@ def test_list_used_from_elsewhere_needs_its_root(tree, tmp_path):
     with pytest.raises(WganError, match="--data-root"):
         CsvImages(tmp_path / "files.csv", 32)  # paths are relative to tree, not tmp_path
     assert len(CsvImages(tmp_path / "files.csv", 32, root=tree)) == 44
+
+
+def test_csv_whose_parent_is_a_file_says_so(tree, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(WganError, match=r"^--csv \S*afile/files.csv: its parent \S*afile is a "
+                                        r"file, not a folder; choose another --csv$"):
+        build_index(tree, tmp_path / "afile" / "files.csv", progress=False)
+    with pytest.raises(WganError, match=r"--sample-csv \S*afile/deeper/s.csv: its parent "
+                                        r"\S*afile is a file, not a folder"):
+        build_index(tree, tmp_path / "files.csv", sample_fraction=0.5,
+                    sample_csv=tmp_path / "afile" / "deeper" / "s.csv", progress=False)
+    assert (tmp_path / "afile").read_text() == "not a folder"

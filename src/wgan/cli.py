@@ -260,6 +260,7 @@ def sample(checkpoint_path, seeds, out, columns, interpolate, walk, frames, fram
            device) -> None:
     """Draw images from a trained generator, or walks between seeds (--interpolate)."""
     from wgan import images
+    from wgan.checkpoint import make_folder
     from wgan.options import resolve_device
     from wgan.sampling import (
         MAX_GRID,
@@ -296,11 +297,11 @@ def sample(checkpoint_path, seeds, out, columns, interpolate, walk, frames, fram
         if out_path.suffix.lower() == ".png":
             fakes = generate(generator, noise_for_seeds(seed_list, generator.nz),
                              desc="sampling")
-            out_path.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(out_path.parent, "--out", out_path)
             images.save_png(images.grid(fakes, columns), out_path)
             click.echo(f"wrote a grid of {len(seed_list)} images to {out_path}")
         else:
-            out_path.mkdir(parents=True, exist_ok=True)
+            make_folder(out_path, "--out")
             save_seed_images(generator, seed_list, out_path)
             click.echo(f"wrote {len(seed_list)} images to {out_path}/")
     except OSError as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wgan.checkpoint import atomic_write
+from wgan.checkpoint import atomic_write, make_folder
 from wgan.dataset import has_image_suffix, walk_folders
 from wgan.errors import WganError
 from wgan.progress import bar as progress_bar
@@ -150,8 +150,10 @@ def _needs_quoting(paths: list[str]) -> bool:
     return any(c in joined for c in ',"\r\n')
 
 
-def write_csv(path: str | os.PathLike, paths: list[str], labels: list[int] | int = 0) -> None:
-    """Write ``path,label`` rows (with a header) atomically, quoting as CSV requires."""
+def write_csv(path: str | os.PathLike, paths: list[str], labels: list[int] | int = 0,
+              option: str = "--csv") -> None:
+    """Write ``path,label`` rows (with a header) atomically, quoting as CSV requires; ``option``
+    names the output in messages."""
     path = Path(path)
 
     def write(f) -> None:
@@ -168,8 +170,8 @@ def write_csv(path: str | os.PathLike, paths: list[str], labels: list[int] | int
         text.flush()
         text.detach()
 
+    make_folder(path.parent, option, path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, write)
     except OSError as exc:
         raise WganError(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -205,7 +207,7 @@ def build_index(
         idx = sample_indices(len(paths), sample_fraction, seed)
         chosen = [paths[i] for i in idx]
         chosen_labels = labels if isinstance(labels, int) else [labels[i] for i in idx]
-        write_csv(sample_csv, chosen, chosen_labels)
+        write_csv(sample_csv, chosen, chosen_labels, "--sample-csv")
         summary.sampled = len(chosen)
     log.debug("index of %s: %s", root, summary)
     return summary

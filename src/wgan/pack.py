@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from wgan import __version__, progress
-from wgan.checkpoint import fsync_dir
+from wgan.checkpoint import fsync_dir, make_folder
 from wgan.dataset import (
     RESAMPLE,
     ArrayImages,
@@ -199,8 +199,8 @@ def pack_source(
         else:
             log.warning("%s is shorter than its header says; starting it again", out)
 
+    make_folder(out.parent, "--out", out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         if mode == "w+b" and out.exists():
             # note: a new file, not the old one truncated: a run still training from the old
             # pack keeps its mapping instead of dying of SIGBUS.

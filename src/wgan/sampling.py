@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from wgan.checkpoint import make_folder
 from wgan.dataset import from_model_range
 from wgan.errors import WganError
 
@@ -178,8 +179,8 @@ def save_walk(walks: torch.Tensor, out: str | os.PathLike, walk: str,
     else:
         targets = [out / f"walk-{walk}.png", out / f"walk-{walk}.gif"]
     r, f = walks.shape[:2]
+    make_folder(targets[0].parent, "--out", out if targets[0] == out else None)
     try:
-        targets[0].parent.mkdir(parents=True, exist_ok=True)
         for path in targets:
             if path.suffix.lower() == ".png":
                 images.save_png(images.grid(walks.reshape(r * f, *walks.shape[2:]), f), path)
