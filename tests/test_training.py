@@ -241,3 +241,27 @@ def test_config_values_of_the_wrong_type_are_named(tmp_path):
 def test_outdir_inside_the_data_folder_is_refused(small_flowers):
     with pytest.raises(WganError, match="lies inside --data"):
         build_options({"data": str(small_flowers), "outdir": str(small_flowers / "runs")})
+
+
+def snapshot_of(opts, data, path):
+    """A network snapshot of a freshly built model for ``opts``."""
+    from wgan.dataset import open_source
+
+    trainer = Trainer(opts, open_source(data, opts.image_size), path.parent)
+    checkpoint.save(trainer.snapshot_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("theirs, ours, named", [
+    ({"ngf": 16}, {}, r"--ngf 16 \(not 8\)"),
+    ({"ndf": 16, "nz": 50}, {}, r"--nz 50 \(not 100\), --ndf 16 \(not 8\)"),
+    ({}, {"image_size": 32}, r"--image-size 16 \(not 32\)"),
+    ({"n_extra_layers": 1}, {}, r"--n-extra-layers 1 \(not 0\)"),
+    ({"g_constant_filters": True}, {}, r"--g-constant-filters \(not --no-g-constant-filters\)"),
+])
+def test_transfer_mismatch_names_the_option(small_flowers, tmp_path, theirs, ours, named):
+    snap = snapshot_of(options(small_flowers, tmp_path, **theirs), small_flowers,
+                       tmp_path / "network-snapshot-0000000.pt")
+    with pytest.raises(WganError, match=rf"^--transfer: the checkpoint does not fit this model: "
+                                        rf"it was made with {named}; train with the same options$"):
+        run_training(options(small_flowers, tmp_path / "runs", steps=1, **ours), transfer=snap)

@@ -284,6 +284,10 @@ class Trainer:
             self.generator.load_state_dict(snapshot["generator"])
             self.critic.load_state_dict(snapshot["critic"])
         except (KeyError, RuntimeError) as exc:
+            differ = model_differences(snapshot.get("model"), self.model_config)
+            if differ:
+                raise WganError(f"--transfer: the checkpoint does not fit this model: it was made "
+                                f"with {', '.join(differ)}; train with the same options") from None
             raise WganError(f"--transfer: the checkpoint does not fit this model "
                             f"({str(exc).splitlines()[0][:160]}); match its size options") from None
         if self.ema is not None:
@@ -636,6 +640,24 @@ class Trainer:
         if self.tensorboard is not None:
             self.tensorboard.metrics()
 
+
+
+def model_differences(saved: Any, config: ModelConfig) -> list[str]:
+    """``--ngf 16 (not 64)`` for each model option where a checkpoint's stored model differs
+    from ``config``; empty when the checkpoint stores no model."""
+    if not isinstance(saved, dict):
+        return []
+    ours = config.to_dict()
+    out = []
+    for name, value in ours.items():
+        if name in saved and saved[name] != value:
+            flag = "--" + name.replace("_", "-")
+            if isinstance(value, bool):
+                out.append(f"{flag if saved[name] else '--no-' + flag[2:]} (not "
+                           f"{flag if value else '--no-' + flag[2:]})")
+            else:
+                out.append(f"{flag} {saved[name]} (not {value})")
+    return out
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
