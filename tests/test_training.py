@@ -265,3 +265,45 @@ def test_transfer_mismatch_names_the_option(small_flowers, tmp_path, theirs, our
     with pytest.raises(WganError, match=rf"^--transfer: the checkpoint does not fit this model: "
                                         rf"it was made with {named}; train with the same options$"):
         run_training(options(small_flowers, tmp_path / "runs", steps=1, **ours), transfer=snap)
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_folder(small_flowers, tmp_path):
+    snap = snapshot_of(options(small_flowers, tmp_path, ngf=16), small_flowers,
+                       tmp_path / "network-snapshot-0000000.pt")
+    outdir = tmp_path / "runs"
+    (outdir / "00000-older-run").mkdir(parents=True)
+    (outdir / "00000-older-run" / "log.txt").write_text("someone else's run")
+    with pytest.raises(WganError, match="--ngf 16"):
+        run_training(options(small_flowers, outdir, steps=1), transfer=snap)
+    assert sorted(p.name for p in outdir.iterdir()) == ["00000-older-run"]
+    assert (outdir / "00000-older-run" / "log.txt").read_text() == "someone else's run"
+
+
+def test_removing_an_unstarted_run_keeps_files_it_did_not_write(tmp_path):
+    from wgan import rundir
+
+    run_dir = rundir.create_run_dir(tmp_path, "x")
+    (run_dir / "log.txt").write_text("log")
+    (run_dir / "notes.md").write_text("mine")
+    rundir.remove_unstarted(run_dir)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["notes.md"]
+
+
+def test_divergence_after_the_first_step_keeps_the_folder_and_names_it(small_flowers, tmp_path,
+                                                                       monkeypatch):
+    original = Trainer.generator_step
+
+    def poisoned(self, tick):
+        original(self, tick)
+        with torch.no_grad():
+            next(self.critic.parameters()).fill_(float("nan"))
+
+    monkeypatch.setattr(Trainer, "generator_step", poisoned)
+    with pytest.raises(TrainingDiverged) as caught:
+        run_training(options(small_flowers, tmp_path / "runs", steps=4, tick_every=1,
+                             warmup=False))
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert str(caught.value).endswith(f"the run's log and statistics are in {run_dir}")
+    assert "by generator step 2 " in str(caught.value)  # the weights turn NaN after step 1
+    assert {"training_options.json", "log.txt", "reals.png", "stats.jsonl"} <= {
+        p.name for p in run_dir.iterdir()}

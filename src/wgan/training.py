@@ -521,7 +521,8 @@ class Trainer:
         if not all(math.isfinite(v) for v in (w, lc, lg)):
             where = f"; the last good state is {self.last_state}" if self.last_state else ""
             raise TrainingDiverged(f"training diverged by generator step {c.step} (critic loss "
-                                   f"{lc}, generator loss {lg}); nothing was saved{where}")
+                                   f"{lc}, generator loss {lg}); nothing was saved{where}; "
+                                   f"the run's log and statistics are in {self.run_dir}")
         elapsed = time.perf_counter() - tick.start
         record = {
             "step": c.step,
@@ -737,14 +738,16 @@ def run_training(
                             "folder or a pack file")
         dataset = open_source(opts.data, opts.image_size, opts.channels, opts.data_root,
                               opts.allow_outside_root)
+    created = None  # the run folder this call made, removed again if no step is ever done
     if state is None:
         run_dir = None
         if world.is_main:
-            run_dir = rundir.create_run_dir(opts.outdir, opts.desc)
+            run_dir = created = rundir.create_run_dir(opts.outdir, opts.desc)
             rundir.write_json(run_dir / "training_options.json", opts.to_dict())
         run_dir = broadcast_object(run_dir, world)
     handler = rundir.attach_log_file(run_dir) if world.is_main else logging.NullHandler()
     trainer = None
+    unfinished = True  # the folder goes if this stays True and no step was done
     try:
         trainer = Trainer(opts, dataset, run_dir, world)
         if state is not None:
@@ -780,9 +783,15 @@ def run_training(
         else:
             log.info("done: %d generator steps; samples and snapshots in %s",
                      trainer.counters.step, run_dir)
+        unfinished = False
         return run_dir, ended
+    except TooManyBadImages:
+        unfinished = False  # note: kept, as its message sends the user to log.txt
+        raise
     finally:
         if trainer is not None and trainer.tensorboard is not None:
             trainer.tensorboard.close()
         logging.getLogger("wgan").removeHandler(handler)
         handler.close()
+        if unfinished and created is not None and (trainer is None or trainer.counters.step == 0):
+            rundir.remove_unstarted(created)
