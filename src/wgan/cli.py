@@ -353,8 +353,13 @@ def eval_(checkpoint_path, data, against, metric_names, num, seed, image_size, c
     Either --checkpoint with --data, or --data with --against for two image sets.
     """
     from wgan.metrics import EvalSettings, SwdOptions, format_table, parse_metrics
+    from wgan.networks import check_image_size
     from wgan.options import resolve_device
 
+    try:
+        check_image_size(image_size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--image-size") from None
     if bool(checkpoint_path) == bool(against):
         raise click.UsageError("give either --checkpoint (a model against --data) or --against "
                                "(a second image set)")

@@ -278,6 +278,17 @@ def _check_bad(header: dict[str, Any], max_bad_fraction: float, out: Path) -> No
                         "same wgan pack command again to go on")
 
 
+class PackMismatch(WganError):
+    """A pack's image size or channels differ from those asked for."""
+
+    def __init__(self, path: Path, header: dict, option: str, want: int, have: int) -> None:
+        self.path, self.option, self.want, self.have = path, option, want, have
+        self.holds = (f"{path} holds {header['size']}x{header['size']} images with "
+                      f"{header['channels']} channels")
+        super().__init__(f"{self.holds}, but {option} is {want}; train with {option} {have} "
+                         "or pack again with other settings")
+
+
 class PackImages(ArrayImages):
     """The images of a complete pack file, memory-mapped; opened again in each process."""
 
@@ -298,9 +309,7 @@ class PackImages(ArrayImages):
         for name, want, have in (("--image-size", size, header["size"]),
                                  ("--channels", channels, header["channels"])):
             if want is not None and want != have:
-                raise WganError(f"{self.path} holds {header['size']}x{header['size']} images "
-                                f"with {header['channels']} channels, but {name} is {want}; "
-                                f"train with {name} {have} or pack again with other settings")
+                raise PackMismatch(self.path, header, name, want, have)
         self.size = header["size"]
         self.channels = header["channels"]
         self._name = header.get("name") or self.path.stem
