@@ -54,12 +54,14 @@ class IndexSummary:
     with content checks); ``unlistable`` had names that are not valid UTF-8."""
 
     listed: int = 0
-    sampled: int = 0
+    sampled: int | None = None  # None: no sample was asked for
     not_images: int = 0
     unlistable: int = 0
 
     def __str__(self) -> str:
-        text = f"listed {self.listed} images, sampled {self.sampled}"
+        text = f"listed {self.listed} images"
+        if self.sampled is not None:
+            text += f", sampled {self.sampled}"
         if self.not_images:
             text += f", {self.not_images} files whose bytes are not an image"
         if self.unlistable:
@@ -80,6 +82,8 @@ def list_images(
     bytes decide instead, whatever its name: slower (one open per file) but exact.
     """
     root = Path(root)
+    if not root.exists():
+        raise WganError(f"{root} does not exist; pass the folder of exported images")
     if not root.is_dir():
         raise WganError(f"{root} is not a folder; pass the folder of exported images")
     summary = summary if summary is not None else IndexSummary()
