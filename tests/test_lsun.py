@@ -343,9 +343,17 @@ def wgan(*args, check=True):
 def test_pipeline_end_to_end(server, lsun_zip, lsun_lmdb, tmp_path):
     data = tmp_path / "data"
     server.cuts = [100_000]  # the first connection breaks; the command resumes by itself
-    out = wgan("lsun", "download", "--category", "bedroom", "--set", "train", "--out", data,
-               "--url", server.url, "--unzip").stdout
-    assert "downloaded" in out and (data / "bedroom_train_lmdb.zip").read_bytes() == lsun_zip
+    said = wgan("lsun", "download", "--category", "bedroom", "--set", "train", "--out", data,
+                "--url", server.url, "--unzip").stderr
+    zip_path = data / "bedroom_train_lmdb.zip"
+    assert [x for x in said.splitlines() if "downloaded" in x] == [
+        f"downloaded {zip_path} ({len(lsun_zip)} bytes)"]
+    assert zip_path.read_bytes() == lsun_zip
+    # A second run says once that the file is already there, and nothing else about it.
+    again = wgan("lsun", "download", "--category", "bedroom", "--set", "train", "--out", data,
+                 "--url", server.url)
+    assert [x for x in (again.stdout + again.stderr).splitlines() if "downloaded" in x] == [
+        f"{zip_path} is already downloaded; delete it to download again"]
     assert server.ranges == [None, "bytes=100000-"]
     unzipped = data / "bedroom_train_lmdb"
     assert (unzipped / "data.mdb").read_bytes() == (lsun_lmdb / "data.mdb").read_bytes()

@@ -410,8 +410,8 @@ def lsun_download(category, set_name, out, base_url, do_unzip, retries) -> None:
     from wgan import lsun as lsun_mod
 
     kw = {"base_url": base_url} if base_url else {}
+    # note: the download says itself whether it fetched the file or found it already there.
     path = lsun_mod.download_category(category, set_name, out, retries=retries, **kw)
-    click.echo(f"downloaded {path}")
     if do_unzip:
         lsun_mod.unzip(path, out)
         click.echo(f"unzipped into {out}")
