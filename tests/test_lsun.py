@@ -485,3 +485,19 @@ def test_key_listing_falls_back_to_cursor(tmp_path, monkeypatch, lsun_lmdb):
     make_lmdb(tmp_path / "empty", {})
     with pytest.raises(WganError, match="holds no records"):
         LmdbImages(tmp_path / "empty", 32, cache_dir=tmp_path / "c")
+
+
+def test_export_detail_lines_agree_with_the_summary(lsun_lmdb, tmp_path, caplog):
+    webp = next(iter(read_lmdb(lsun_lmdb).values()))
+    records = {b"good": webp, b"../up": webp, b"a/b": webp, b"empty": b""}
+    records.update({f"text{i}".encode(): b"not an image" for i in range(6)})
+    src = make_lmdb(tmp_path / "db", records)
+    with caplog.at_level("WARNING", logger="wgan"):
+        summary = lsun.export(src, tmp_path / "out", progress=False, max_examples=3)
+    assert (summary.written, summary.bad, summary.rejected) == (1, 7, 2)
+    lines = [r.getMessage() for r in caplog.records]
+    bad = [x for x in lines if x.startswith("bad record")]
+    rejected = [x for x in lines if x.startswith("rejected key")]
+    assert len(bad) == 3 and len(rejected) == 2
+    assert "... and 4 more bad records (7 in all)" in lines
+    assert not [x for x in lines if "more rejected" in x]  # both were shown
