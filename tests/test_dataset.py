@@ -174,3 +174,22 @@ def test_csv_unclosed_quote_is_named_at_the_line_where_it_starts(tmp_path, small
     csv_path.write_text(f"rose/{names[0]},0\n\"rose/{names[1]}\n\",1\nrose/{names[2]},x\n")
     with pytest.raises(WganError, match=r"files.csv:4: label 'x' is not an integer"):
         open_source(csv_path, 32)
+
+
+def test_undecodable_lmdb_record_is_named_by_its_key(lsun_lmdb, tmp_path, caplog):
+    from tests.test_lsun import make_lmdb, read_lmdb
+    from wgan import lsun
+
+    webp = next(iter(read_lmdb(lsun_lmdb).values()))
+    src = make_lmdb(tmp_path / "db", {b"good": webp, b"starts_like_jpeg": b"\xff\xd8\xffjunk",
+                                      b"words": b"hello"})
+    ds = open_source(src, 32)
+    with caplog.at_level("WARNING", logger="wgan"):
+        assert [ds[i] is None for i in range(len(ds))] == [False, True, True]
+    lines = sorted(r.getMessage() for r in caplog.records)
+    assert lines == [f"skipping bad image {src}[starts_like_jpeg]: cannot decode: not an image "
+                     "format Pillow reads",
+                     f"skipping bad image {src}[words]: cannot decode: not an image format "
+                     "Pillow reads"]
+    with pytest.raises(ValueError, match=r"^cannot decode: not an image format Pillow reads$"):
+        lsun.check_image(b"\xff\xd8\xffjunk")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from wgan.errors import WganError
 from wgan.lmdb_pages import read_leaf_keys
@@ -120,8 +120,19 @@ def decode_image(
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
             Image.DecompressionBombWarning, EOFError) as exc:
-        raise BadImage(f"cannot decode: {exc}") from None
+        raise BadImage(f"cannot decode: {decode_error(exc)}") from None
     return arr.reshape(size, size, channels)
+
+
+def decode_error(exc: BaseException) -> str:
+    """Why Pillow could not decode an image, without the name of its in-memory file object.
+
+    note: for bytes Pillow's own message names a ``<_io.BytesIO object at 0x...>``, which says
+    nothing; the caller names the image (file path or LMDB key) instead.
+    """
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image format Pillow reads"
+    return str(exc)
 
 
 class ImageSource(torch.utils.data.Dataset):

@@ -35,7 +35,7 @@ from pathlib import Path
 from PIL import Image
 
 from wgan.checkpoint import atomic_write
-from wgan.dataset import DEFAULT_MAX_PIXELS, is_lmdb_dir, open_lmdb
+from wgan.dataset import DEFAULT_MAX_PIXELS, decode_error, is_lmdb_dir, open_lmdb
 from wgan.errors import WganError
 from wgan.index import sniff_image
 from wgan.progress import bar as progress_bar
@@ -349,7 +349,7 @@ def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
         raise
     except (OSError, SyntaxError, EOFError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"cannot decode: {exc}") from None
+        raise ValueError(f"cannot decode: {decode_error(exc)}") from None
     if fmt not in EXTENSIONS:
         raise ValueError(f"unexpected image format {fmt}")
     return fmt
