@@ -142,6 +142,13 @@ def _fresh_header(source: ImageSource, draft: bool) -> dict[str, Any]:
 _SAME_JOB = ("source", "source_kind", "source_records", "size", "channels", "jpeg_draft")
 
 
+def _job(header: dict[str, Any]) -> str:
+    """``16x16 images with 3 channels from SRC``: what a pack holds, for messages."""
+    draft = "" if header.get("jpeg_draft", True) else " (--no-draft)"
+    return (f"{header['size']}x{header['size']} images with {header['channels']} channels from "
+            f"{header['source']}{draft}")
+
+
 def _write_header(f, header: dict[str, Any]) -> None:
     f.seek(0)
     f.write(_header_bytes(header))
@@ -186,13 +193,13 @@ def pack_source(
                             "pass --overwrite to replace it")
         old = read_header(out)
         same = all(old.get(k) == header[k] for k in _SAME_JOB)
-        if old["complete"]:
+        if old["complete"] and same:
             raise WganError(f"{out} is already a complete pack of {old['count']} images from "
                             f"{old['source']}; pass --overwrite to make it again")
         if not same:
-            raise WganError(f"{out} is an unfinished pack of another source or size "
-                            f"({old['source']}, {old['size']} px); pass --overwrite to replace "
-                            "it or choose another --out")
+            state = "a complete" if old["complete"] else "an unfinished"
+            raise WganError(f"{out} is {state} pack of {_job(old)}, not of {_job(header)}; "
+                            "pass --overwrite to replace it or choose another --out")
         if out.stat().st_size >= HEADER_BYTES + old["count"] * item:
             header, mode = old, "r+b"
             log.info("continuing %s at record %d of %d", out, old["done"], len(source))
