@@ -307,3 +307,19 @@ def test_divergence_after_the_first_step_keeps_the_folder_and_names_it(small_flo
     assert "by generator step 2 " in str(caught.value)  # the weights turn NaN after step 1
     assert {"training_options.json", "log.txt", "reals.png", "stats.jsonl"} <= {
         p.name for p in run_dir.iterdir()}
+
+
+def test_a_batch_larger_than_the_data_is_warned_about_once(small_flowers, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="wgan"):
+        run_dir, ended = run_training(options(small_flowers, tmp_path / "a", steps=2,
+                                              batch_size=48, warmup=False, tick_every=1))
+    assert ended == "done"
+    warned = [r.getMessage() for r in caplog.records if "--batch-size" in r.getMessage()]
+    assert warned == ["--batch-size 48 is larger than the 40 training images: every batch "
+                      "repeats images"]
+    assert warned[0] in (run_dir / "log.txt").read_text()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="wgan"):
+        run_training(options(small_flowers, tmp_path / "b", steps=1, batch_size=40,
+                             warmup=False))
+    assert not [r for r in caplog.records if "--batch-size" in r.getMessage()]

@@ -768,6 +768,10 @@ def run_training(
                 log.info("weights transferred from %s", transfer)
         log.info("%d training images from %s; %s on %s, %s", len(dataset), dataset.describe(),
                  opts.loss, trainer.device, opts.precision)
+        if opts.batch_size > len(dataset) and world.is_main:
+            # note: the sampler runs on into the next shuffled pass, so such batches still work.
+            log.warning("--batch-size %d is larger than the %d training images: every batch "
+                        "repeats images", opts.batch_size, len(dataset))
         if world.enabled:
             log.info("%d processes, %d images per process and step", world.size,
                      trainer.local_batch)
