@@ -260,3 +260,11 @@ def test_packing_again_at_another_size_states_both_sizes(small_flowers, tmp_path
     with pytest.raises(WganError, match=rf"{out} holds {SIZE}x{SIZE} images with 3 channels, but "
                                         rf"--image-size is 32; train with --image-size {SIZE}"):
         open_source(out, 32)
+
+
+def test_pack_out_whose_parent_is_a_file_says_so(small_flowers, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(WganError, match=r"^--out \S*afile/f.pack: its parent \S*afile is a "
+                                        r"file, not a folder; choose another --out$"):
+        pack(small_flowers, tmp_path / "afile" / "f.pack")
+    assert (tmp_path / "afile").read_text() == "not a folder"
