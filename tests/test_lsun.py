@@ -382,7 +382,7 @@ def test_cli_errors_are_one_line(tmp_path):
     for args, expect in [
         (["lsun", "export", tmp_path / "missing", "--out", tmp_path / "o"], "missing does not"),
         (["lsun", "export", tmp_path / "plain", "--out", tmp_path / "o"], "plain is not an LMDB"),
-        (["index", tmp_path / "missing", "--csv", tmp_path / "f.csv"], "missing is not a folder"),
+        (["index", tmp_path / "missing", "--csv", tmp_path / "f.csv"], "missing does not exist"),
         (["lsun", "unzip", bad, "--out", tmp_path / "o"], "'../evil.txt' would be written"),
     ]:
         result = CliRunner().invoke(main, [str(a) for a in args])
