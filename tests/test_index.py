@@ -44,6 +44,7 @@ def test_csv_lists_every_image_once_with_quoting(tree, tmp_path):
                       and not p.name.startswith("."))
     assert sorted(paths) == expected and len(paths) == len(set(paths)) == 44
     assert summary.listed == 44
+    assert str(summary) == "listed 44 images"  # no sample was asked for: none is reported
     assert "daisy/with, comma.jpg" in paths and 'daisy/with "quote".JPG' in paths
     assert "odd\nfolder/new\nline.jpeg" in paths
     assert all(r[1] == "0" for r in rows[1:])
@@ -79,6 +80,7 @@ def test_sample_is_seeded_and_close_to_fraction(tree, tmp_path):
     one, two, three = (read_rows(tmp_path / f"s{i}.csv")[1:] for i in (1, 2, 3))
     assert one == two and one != three
     assert s1.sampled == len(one) == 11  # round(0.25 * 44)
+    assert str(s1) == "listed 44 images, sampled 11"
     listed = read_rows(tmp_path / "a.csv")[1:]
     assert all(row in listed for row in one) and len({r[0] for r in one}) == 11
 
@@ -88,8 +90,11 @@ def test_sample_is_seeded_and_close_to_fraction(tree, tmp_path):
 
 
 def test_index_errors(tmp_path):
-    with pytest.raises(WganError, match="nope is not a folder"):
+    with pytest.raises(WganError, match="nope does not exist; pass the folder"):
         build_index(tmp_path / "nope", tmp_path / "f.csv", progress=False)
+    (tmp_path / "a.txt").write_text("a file")
+    with pytest.raises(WganError, match="a.txt is not a folder; pass the folder"):
+        build_index(tmp_path / "a.txt", tmp_path / "f.csv", progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(WganError, match="no images found"):
         build_index(tmp_path / "empty", tmp_path / "f.csv", progress=False)
@@ -118,3 +123,15 @@ def test_list_used_from_elsewhere_needs_its_root(tree, tmp_path):
     with pytest.raises(WganError, match="--data-root"):
         CsvImages(tmp_path / "files.csv", 32)  # paths are relative to tree, not tmp_path
     assert len(CsvImages(tmp_path / "files.csv", 32, root=tree)) == 44
+
+
+def test_csv_whose_parent_is_a_file_says_so(tree, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(WganError, match=r"^--csv \S*afile/files.csv: its parent \S*afile is a "
+                                        r"file, not a folder; choose another --csv$"):
+        build_index(tree, tmp_path / "afile" / "files.csv", progress=False)
+    with pytest.raises(WganError, match=r"--sample-csv \S*afile/deeper/s.csv: its parent "
+                                        r"\S*afile is a file, not a folder"):
+        build_index(tree, tmp_path / "files.csv", sample_fraction=0.5,
+                    sample_csv=tmp_path / "afile" / "deeper" / "s.csv", progress=False)
+    assert (tmp_path / "afile").read_text() == "not a folder"

@@ -112,3 +112,46 @@ def test_cli_writes_grid_and_animations(tmp_path):
     res = run(main, ["sample", "--checkpoint", str(snap), "--interpolate", "--seeds", "7",
                      "--out", str(tmp_path / "x.png")])
     assert res.exit_code == 1 and "at least two seeds" in res.output
+
+
+def save_snapshot(tmp_path):
+    g = trained_like_generator()
+    snap = tmp_path / "network-snapshot-0000010.pt"
+    checkpoint.save({"format": checkpoint.SNAPSHOT_FORMAT, "model": CONFIG.to_dict(),
+                     "generator": g.state_dict(), "critic": build_critic(CONFIG).state_dict(),
+                     "step": 10, "images": 0}, snap)
+    return snap
+
+
+def test_cli_refuses_grids_and_walks_too_large_to_hold(tmp_path):
+    snap = save_snapshot(tmp_path)
+    run = CliRunner().invoke
+    res = run(main, ["sample", "--checkpoint", str(snap), "--seeds", "0-4096",
+                     "--out", str(tmp_path / "g.png")])
+    assert res.exit_code == 1
+    assert "makes 4,097 images, over the 4,096 one grid or animation holds" in res.output
+    res = run(main, ["sample", "--checkpoint", str(snap), "--interpolate", "--seeds", "0-500",
+                     "--frames", "10", "--out", str(tmp_path / "w.gif")])
+    assert res.exit_code == 1 and "makes 5,000 images" in res.output
+    res = run(main, ["sample", "--checkpoint", str(snap), "--seeds", "0-100000000",
+                     "--out", str(tmp_path / "each")])
+    assert res.exit_code == 1 and "split the job" in res.output
+    assert not (tmp_path / "g.png").exists() and not (tmp_path / "each").exists()
+
+
+def test_cli_out_whose_parent_is_a_file_says_so(tmp_path):
+    snap = save_snapshot(tmp_path)
+    (tmp_path / "afile").write_text("not a folder")
+    run = CliRunner().invoke
+    for out, args, shown in [
+        ("afile/g.png", [], "afile/g.png: its parent"),
+        ("afile/each", [], "afile/each: its parent"),
+        ("afile/w.gif", ["--interpolate"], "afile/w.gif: its parent"),
+        ("afile", [], "afile is a file, not a folder"),
+    ]:
+        res = run(main, ["sample", "--checkpoint", str(snap), "--seeds", "1,2",
+                         "--out", str(tmp_path / out), *args])
+        assert res.exit_code == 1 and shown in res.output, res.output
+        assert "is a file, not a folder; choose another --out" in res.output
+        assert "File exists" not in res.output and "Not a directory" not in res.output
+    assert (tmp_path / "afile").read_text() == "not a folder"

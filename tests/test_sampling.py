@@ -42,3 +42,37 @@ def test_sampling_changes_nothing_in_the_model():
     assert g.training  # mode restored
     after = g.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_seed_ranges_over_the_limit_are_refused_before_any_list_is_built():
+    with pytest.raises(WganError, match=r"--seeds 0-100000000 asks for 100,000,001 images, "
+                                        r"over the 100,000 one command draws; split the job, "
+                                        r"e.g. --seeds 0-99999 then --seeds 100000-199999"):
+        parse_seeds("0-100000000")
+    with pytest.raises(WganError, match="asks for 11 images, over the 10"):
+        parse_seeds("5,0-9", limit=10)
+    assert parse_seeds("0-99999") == list(range(100_000))
+
+
+def test_one_png_per_seed_is_drawn_in_bounded_chunks(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from wgan import sampling
+
+    g = trained_like_generator()
+    seeds = [9, 3, 4, 5, 6, 7, 8]
+    whole = generate(g, noise_for_seeds(seeds, 100))
+    sizes = []
+    real_generate = sampling.generate
+
+    def spy(generator, z, desc=None):
+        sizes.append(len(z))
+        return real_generate(generator, z, desc)
+
+    monkeypatch.setattr(sampling, "generate", spy)
+    sampling.save_seed_images(g, seeds, tmp_path, chunk=3)
+    assert sizes == [3, 3, 1]
+    for s, want in zip(seeds, whole, strict=True):
+        got = np.asarray(Image.open(tmp_path / f"seed{s:04d}.png"))
+        assert np.array_equal(got, want.permute(1, 2, 0).numpy())

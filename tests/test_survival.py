@@ -100,9 +100,12 @@ def test_every_bad_kind_is_skipped_and_counted(small_flowers, tmp_path, caplog):
 def test_too_many_bad_images_stop_the_run(small_flowers, tmp_path):
     from wgan.errors import WganError
 
-    bad_files(small_flowers)
+    names = bad_files(small_flowers)
     with pytest.raises(WganError, match="could not be decoded.*--max-bad-fraction"):
-        run_training(options(small_flowers, tmp_path, steps=50, max_bad_fraction=0.01))
+        run_training(options(small_flowers, tmp_path / "runs", steps=50, max_bad_fraction=0.01))
+    # The message sends the user to log.txt, so the run folder stays even before step 1.
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert any(n in (run_dir / "log.txt").read_text() for n in names)
 
 
 def test_divergence_roll_back(small_flowers, tmp_path):

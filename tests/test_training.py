@@ -257,3 +257,85 @@ def test_config_values_of_the_wrong_type_are_named(tmp_path):
 def test_outdir_inside_the_data_folder_is_refused(small_flowers):
     with pytest.raises(WganError, match="lies inside --data"):
         build_options({"data": str(small_flowers), "outdir": str(small_flowers / "runs")})
+
+
+def snapshot_of(opts, data, path):
+    """A network snapshot of a freshly built model for ``opts``."""
+    from wgan.dataset import open_source
+
+    trainer = Trainer(opts, open_source(data, opts.image_size), path.parent)
+    checkpoint.save(trainer.snapshot_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("theirs, ours, named", [
+    ({"ngf": 16}, {}, r"--ngf 16 \(not 8\)"),
+    ({"ndf": 16, "nz": 50}, {}, r"--nz 50 \(not 100\), --ndf 16 \(not 8\)"),
+    ({}, {"image_size": 32}, r"--image-size 16 \(not 32\)"),
+    ({"n_extra_layers": 1}, {}, r"--n-extra-layers 1 \(not 0\)"),
+    ({"g_constant_filters": True}, {}, r"--g-constant-filters \(not --no-g-constant-filters\)"),
+])
+def test_transfer_mismatch_names_the_option(small_flowers, tmp_path, theirs, ours, named):
+    snap = snapshot_of(options(small_flowers, tmp_path, **theirs), small_flowers,
+                       tmp_path / "network-snapshot-0000000.pt")
+    with pytest.raises(WganError, match=rf"^--transfer: the checkpoint does not fit this model: "
+                                        rf"it was made with {named}; train with the same options$"):
+        run_training(options(small_flowers, tmp_path / "runs", steps=1, **ours), transfer=snap)
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_folder(small_flowers, tmp_path):
+    snap = snapshot_of(options(small_flowers, tmp_path, ngf=16), small_flowers,
+                       tmp_path / "network-snapshot-0000000.pt")
+    outdir = tmp_path / "runs"
+    (outdir / "00000-older-run").mkdir(parents=True)
+    (outdir / "00000-older-run" / "log.txt").write_text("someone else's run")
+    with pytest.raises(WganError, match="--ngf 16"):
+        run_training(options(small_flowers, outdir, steps=1), transfer=snap)
+    assert sorted(p.name for p in outdir.iterdir()) == ["00000-older-run"]
+    assert (outdir / "00000-older-run" / "log.txt").read_text() == "someone else's run"
+
+
+def test_removing_an_unstarted_run_keeps_files_it_did_not_write(tmp_path):
+    from wgan import rundir
+
+    run_dir = rundir.create_run_dir(tmp_path, "x")
+    (run_dir / "log.txt").write_text("log")
+    (run_dir / "notes.md").write_text("mine")
+    rundir.remove_unstarted(run_dir)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["notes.md"]
+
+
+def test_divergence_after_the_first_step_keeps_the_folder_and_names_it(small_flowers, tmp_path,
+                                                                       monkeypatch):
+    original = Trainer.generator_step
+
+    def poisoned(self, tick):
+        original(self, tick)
+        with torch.no_grad():
+            next(self.critic.parameters()).fill_(float("nan"))
+
+    monkeypatch.setattr(Trainer, "generator_step", poisoned)
+    with pytest.raises(TrainingDiverged) as caught:
+        run_training(options(small_flowers, tmp_path / "runs", steps=4, tick_every=1,
+                             warmup=False))
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert str(caught.value).endswith(f"the run's log and statistics are in {run_dir}")
+    assert "by generator step 2 " in str(caught.value)  # the weights turn NaN after step 1
+    assert {"training_options.json", "log.txt", "reals.png", "stats.jsonl"} <= {
+        p.name for p in run_dir.iterdir()}
+
+
+def test_a_batch_larger_than_the_data_is_warned_about_once(small_flowers, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="wgan"):
+        run_dir, ended = run_training(options(small_flowers, tmp_path / "a", steps=2,
+                                              batch_size=48, warmup=False, tick_every=1))
+    assert ended == "done"
+    warned = [r.getMessage() for r in caplog.records if "--batch-size" in r.getMessage()]
+    assert warned == ["--batch-size 48 is larger than the 40 training images: every batch "
+                      "repeats images"]
+    assert warned[0] in (run_dir / "log.txt").read_text()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="wgan"):
+        run_training(options(small_flowers, tmp_path / "b", steps=1, batch_size=40,
+                             warmup=False))
+    assert not [r for r in caplog.records if "--batch-size" in r.getMessage()]

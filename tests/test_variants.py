@@ -100,7 +100,9 @@ def test_ema_is_used_for_samples_and_snapshots(small_flowers, tmp_path):
 @pytest.mark.parametrize("cfg", ["paper-mlp", "paper-nobn", "paper-mlp-gan", "paper-nobn-gan",
                                  "wgan-gp"])
 def test_presets_train_on_photos(cfg, small_flowers, tmp_path):
-    opts = options(small_flowers, tmp_path, cfg=cfg, steps=3, warmup=False, mlp_hidden=32)
+    # Each net gets only the size options it uses (the others would be refused).
+    mlp = {"mlp_hidden": 32, "ngf": None} if PRESETS[cfg].get("g_arch") == "mlp" else {}
+    opts = options(small_flowers, tmp_path, cfg=cfg, steps=3, warmup=False, **mlp)
     trainer = Trainer(opts, ImageFolder(small_flowers, 16), tmp_path)
     before = [p.detach().clone() for p in trainer.generator.parameters()]
     assert trainer.train() == "done"
@@ -146,3 +148,52 @@ def test_critic_steps_per_generator_step_follow_the_loss():
     assert build_options({"loss": "wgan-gp"}).n_critic == 5
     assert build_options({"cfg": "paper-gan"}).n_critic == 1  # DCGAN alternates 1:1
     assert build_options({"cfg": "paper-gan", "n_critic": 2}).n_critic == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"loss": "wgan-gp", "clip": 0.01},
+     "--clip 0.01 cannot be used with --loss wgan-gp: weight clipping and a gradient penalty "
+     "are alternatives"),
+    ({"cfg": "wgan-gp", "clip": 0.05}, "--clip 0.05 cannot be used with --loss wgan-gp"),
+    ({"g_arch": "mlp", "g_constant_filters": True},
+     "--g-constant-filters cannot be used with --g-arch mlp"),
+    ({"cfg": "paper-mlp", "g_constant_filters": True},
+     "--g-constant-filters cannot be used with --g-arch mlp"),
+])
+def test_options_that_would_be_ignored_are_refused(flags, message):
+    with pytest.raises(WganError, match=message):
+        build_options(flags)
+
+
+def test_the_alternatives_alone_still_resolve():
+    assert build_options({"loss": "wgan-gp", "clip": 0.0}).clip == 0.0
+    assert build_options({"loss": "wgan", "clip": 0.05}).clip == 0.05
+    assert build_options({"g_constant_filters": True}).g_constant_filters is True
+    assert build_options({"g_arch": "mlp"}).g_constant_filters is False
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"g_arch": "mlp", "ngf": 32}, r"^--ngf 32 has no effect with --g-arch mlp \(the MLP "
+                                   r"generator does not use it\); drop --ngf or change the "
+                                   r"architecture$"),
+    ({"cfg": "paper-mlp", "g_norm": "none"}, "--g-norm none has no effect with --g-arch mlp"),
+    ({"c_arch": "mlp", "ndf": 32}, "--ndf 32 has no effect with --c-arch mlp"),
+    ({"c_arch": "mlp", "c_norm": "layer"}, "--c-norm layer has no effect with --c-arch mlp"),
+    ({"mlp_hidden": 32}, r"--mlp-hidden 32 has no effect with --g-arch dcgan and --c-arch dcgan "
+                         r"\(only MLP networks use it\)"),
+    ({"g_arch": "mlp", "c_arch": "mlp", "n_extra_layers": 1},
+     "--n-extra-layers 1 has no effect with --g-arch mlp and --c-arch mlp"),
+])
+def test_model_flags_the_architecture_ignores_are_refused(flags, message):
+    with pytest.raises(WganError, match=message):
+        build_options(flags)
+
+
+def test_model_flags_that_are_used_or_left_at_their_default_pass():
+    assert build_options({"cfg": "paper-mlp", "ndf": 32, "mlp_hidden": 64}).ndf == 32
+    assert build_options({"g_arch": "mlp", "ngf": 64}).g_arch == "mlp"  # the default: harmless
+    assert build_options({"c_arch": "mlp", "n_extra_layers": 1}).n_extra_layers == 1
+    # A config file (a run's saved options hold every field) is not checked this way.
+    saved = build_options({"cfg": "paper-mlp"}).to_dict()
+    saved.pop("resolved_device")
+    assert build_options({}, {**saved, "ngf": 16}).ngf == 16

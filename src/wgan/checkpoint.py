@@ -60,6 +60,31 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     fsync_dir(path.parent)
 
 
+def make_folder(folder: str | os.PathLike, option: str, target: str | os.PathLike | None = None,
+                ) -> None:
+    """Create ``folder`` (and its parents) for the output given by ``option``.
+
+    A part of the path that is a regular file is named as such; the operating system says
+    "File exists" or "Not a directory" there, which reads as if the output were the problem.
+    ``target`` is the output file inside ``folder``, when there is one.
+    """
+    folder = Path(folder)
+    shown = target if target is not None else folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [folder, *folder.parents] if p.is_file()), None)
+        if blocker is None:
+            raise WganError(f"{option} {shown}: {folder} cannot be created; choose another "
+                            f"{option}") from None
+        where = "" if blocker == Path(shown) else f": its parent {blocker}"
+        raise WganError(f"{option} {shown}{where} is a file, not a folder; choose another "
+                        f"{option}") from None
+    except OSError as exc:
+        raise WganError(f"{option} {shown}: cannot create the folder {folder}: "
+                        f"{exc.strerror or exc}") from None
+
+
 def save(obj: dict[str, Any], path: str | os.PathLike) -> None:
     try:
         atomic_write(path, lambda f: torch.save(obj, f))

@@ -267,8 +267,17 @@ def sample(checkpoint_path, seeds, out, columns, interpolate, walk, frames, fram
            device) -> None:
     """Draw images from a trained generator, or walks between seeds (--interpolate)."""
     from wgan import images
+    from wgan.checkpoint import make_folder
     from wgan.options import resolve_device
-    from wgan.sampling import generate, generate_walk, noise_for_seeds, parse_seeds, save_walk
+    from wgan.sampling import (
+        MAX_GRID,
+        generate,
+        generate_walk,
+        noise_for_seeds,
+        parse_seeds,
+        save_seed_images,
+        save_walk,
+    )
     from wgan.training import load_generator
 
     seed_list = parse_seeds(seeds or ("0-4" if interpolate else "0-63"))
@@ -278,6 +287,11 @@ def sample(checkpoint_path, seeds, out, columns, interpolate, walk, frames, fram
                         "a folder for one PNG per seed")
     if columns is not None and columns < 1:
         raise WganError(f"--columns must be at least 1, got {columns}")
+    shown = (len(seed_list) - 1) * frames if interpolate else len(seed_list)
+    if (interpolate or suffix == ".png") and shown > MAX_GRID:
+        raise WganError(f"--seeds {seeds} makes {shown:,} images, over the {MAX_GRID:,} one grid "
+                        "or animation holds; draw fewer seeds per command, or give a folder as "
+                        "--out for one PNG per seed")
     generator = load_generator(checkpoint_path, resolve_device(device))
     if interpolate:
         written = save_walk(generate_walk(generator, seed_list, frames, walk), out, walk,
@@ -285,18 +299,17 @@ def sample(checkpoint_path, seeds, out, columns, interpolate, walk, frames, fram
         click.echo(f"wrote {len(seed_list) - 1} {walk} walks of {frames} images to "
                    + ", ".join(map(str, written)))
         return
-    fakes = generate(generator, noise_for_seeds(seed_list, generator.nz), desc="sampling")
     out_path = Path(out)
     try:
         if out_path.suffix.lower() == ".png":
-            out_path.parent.mkdir(parents=True, exist_ok=True)
+            fakes = generate(generator, noise_for_seeds(seed_list, generator.nz),
+                             desc="sampling")
+            make_folder(out_path.parent, "--out", out_path)
             images.save_png(images.grid(fakes, columns), out_path)
             click.echo(f"wrote a grid of {len(seed_list)} images to {out_path}")
         else:
-            out_path.mkdir(parents=True, exist_ok=True)
-            for s, img in progress.bar(zip(seed_list, fakes, strict=True), len(seed_list),
-                                       "writing", "img"):
-                images.save_png(images.to_pil(img), out_path / f"seed{s:04d}.png")
+            make_folder(out_path, "--out")
+            save_seed_images(generator, seed_list, out_path)
             click.echo(f"wrote {len(seed_list)} images to {out_path}/")
     except OSError as exc:
         raise WganError(f"cannot write to {out_path}: {exc.strerror or exc}") from None
@@ -347,8 +360,13 @@ def eval_(checkpoint_path, data, against, metric_names, num, seed, image_size, c
     Either --checkpoint with --data, or --data with --against for two image sets.
     """
     from wgan.metrics import EvalSettings, SwdOptions, format_table, parse_metrics
+    from wgan.networks import check_image_size
     from wgan.options import resolve_device
 
+    try:
+        check_image_size(image_size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--image-size") from None
     if bool(checkpoint_path) == bool(against):
         raise click.UsageError("give either --checkpoint (a model against --data) or --against "
                                "(a second image set)")
@@ -399,8 +417,8 @@ def lsun_download(category, set_name, out, base_url, do_unzip, retries) -> None:
     from wgan import lsun as lsun_mod
 
     kw = {"base_url": base_url} if base_url else {}
+    # note: the download says itself whether it fetched the file or found it already there.
     path = lsun_mod.download_category(category, set_name, out, retries=retries, **kw)
-    click.echo(f"downloaded {path}")
     if do_unzip:
         lsun_mod.unzip(path, out)
         click.echo(f"unzipped into {out}")

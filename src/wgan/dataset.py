@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from wgan.errors import WganError
 from wgan.lmdb_pages import read_leaf_keys
@@ -121,8 +121,19 @@ def decode_image(
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
             Image.DecompressionBombWarning, EOFError) as exc:
-        raise BadImage(f"cannot decode: {exc}") from None
+        raise BadImage(f"cannot decode: {decode_error(exc)}") from None
     return arr.reshape(size, size, channels)
+
+
+def decode_error(exc: BaseException) -> str:
+    """Why Pillow could not decode an image, without the name of its in-memory file object.
+
+    note: for bytes Pillow's own message names a ``<_io.BytesIO object at 0x...>``, which says
+    nothing; the caller names the image (file path or LMDB key) instead.
+    """
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image format Pillow reads"
+    return str(exc)
 
 
 class ImageSource(torch.utils.data.Dataset):
@@ -238,6 +249,28 @@ def safe_join(root: Path, relative: str, where: str) -> Path:
     return root / rel
 
 
+def _csv_rows(f, path: Path):
+    """``(line, row)`` for each CSV row, ``line`` the row's first line in the file.
+
+    note: strict parsing, so an unclosed quote is an error at the line where the quoted field
+    starts, instead of one field that swallows the rest of the file.
+    """
+    reader = csv.reader(f, strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise WganError(f"{path}:{start}: CSV error: a quoted field starts on this line "
+                                "and is never closed; close or remove the quote") from None
+            raise WganError(f"{path}:{start}: CSV error: {exc}; quote the path as CSV does "
+                            "(double any \" inside it)") from None
+        yield start, row
+
+
 class CsvImages(ImageSource):
     """Images listed in a CSV file of ``relative_path,label`` rows below an image root.
 
@@ -259,7 +292,7 @@ class CsvImages(ImageSource):
         self.paths: list[str] = []
         self.labels: list[int] = []
         with open(self.csv_path, newline="", encoding="utf-8") as f:
-            for line_no, row in enumerate(csv.reader(f), start=1):
+            for line_no, row in _csv_rows(f, self.csv_path):
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
                 if line_no == 1 and row[0].strip().lower() in ("path", "relative_path", "file"):

@@ -67,18 +67,26 @@ def hub_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / HUB_FILE
 
 
+VALID_FILES = (f"give {PACKAGE}'s {PACKAGE_FILE} (TorchScript) or pytorch-fid's {HUB_FILE} "
+               "(a state dict)")
+
+
+def given_by_user(explicit: str | os.PathLike | None = None) -> str | None:
+    """How the user named the weights file (``--inception FILE`` or the environment variable),
+    or None when it is found by the lookup."""
+    if explicit:
+        return f"--inception {explicit}"
+    env = os.environ.get(ENV_VAR)
+    return f"${ENV_VAR}={env}" if env else None
+
+
 def find_weights(explicit: str | os.PathLike | None = None) -> Path:
     """The first weights file in the lookup order; WganError (one line) when there is none."""
-    if explicit:
-        path = Path(explicit)
+    given = given_by_user(explicit)
+    if given:
+        path = Path(explicit or os.environ[ENV_VAR])
         if not path.is_file():
-            raise WganError(f"--inception {path}: no such file; {HOW_TO_GET}")
-        return path
-    env = os.environ.get(ENV_VAR)
-    if env:
-        path = Path(env)
-        if not path.is_file():
-            raise WganError(f"${ENV_VAR}={env}: no such file; {HOW_TO_GET}")
+            raise WganError(f"{given}: no such file; {VALID_FILES}")
         return path
     for path in (package_file(), hub_file()):
         if path is not None and path.is_file():
@@ -93,6 +101,10 @@ class InceptionFeatures:
     def __init__(self, path: str | os.PathLike | None = None,
                  device: str | torch.device = "cpu") -> None:
         self.path = find_weights(path)
+        given = given_by_user(path)
+        # note: a file the user named is theirs to fix; one found by the lookup is reinstalled.
+        self.fix = (f"{given} is not a valid FID Inception weights file; {VALID_FILES}" if given
+                    else HOW_TO_GET)
         self.device = torch.device(device)
         self.sha1 = sha1_of(self.path)
         if self.path.suffix == ".pth":
@@ -101,7 +113,7 @@ class InceptionFeatures:
                 log.warning("%s is not pytorch-fid's standard file (SHA-256 %s...); its FID "
                             "values are not comparable with published ones", self.path,
                             sha256[:8])
-            self.net = load_state_dict_network(self.path, self.device)
+            self.net = load_state_dict_network(self.path, self.device, self.fix)
             log.info("FID Inception weights: %s (a state dict)", self.path)
             return
         if self.sha1 != PACKAGE_SHA1:
@@ -116,7 +128,7 @@ class InceptionFeatures:
                 self.net = torch.jit.load(str(self.path), map_location=self.device).eval()
         except (RuntimeError, ValueError, OSError) as exc:
             raise WganError(f"cannot load {self.path} as a TorchScript network "
-                            f"({str(exc).splitlines()[0][:160]}); {HOW_TO_GET}") from None
+                            f"({str(exc).splitlines()[0][:160]}); {self.fix}") from None
         log.info("FID Inception weights: %s", self.path)
 
     @torch.no_grad()
@@ -303,20 +315,24 @@ class FidInceptionV3(nn.Module):
         return x.mean(dim=(2, 3))  # [N, 2048]
 
 
-def load_state_dict_network(path: Path, device: torch.device) -> nn.Module:
-    """FidInceptionV3 with the weights of pytorch-fid's state dict (its classifier dropped)."""
+def load_state_dict_network(path: Path, device: torch.device, fix: str = HOW_TO_GET,
+                            ) -> nn.Module:
+    """FidInceptionV3 with the weights of pytorch-fid's state dict (its classifier dropped);
+    ``fix`` ends the message when the file is not one."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise WganError(f"cannot read {path} as a state dict ({str(exc)[:160]}); "
-                        f"{HOW_TO_GET}") from None
+        raise WganError(f"cannot read {path} as a state dict "
+                        f"({str(exc).splitlines()[0][:160]}); {fix}") from None
+    if not isinstance(state, dict):
+        raise WganError(f"{path} holds a {type(state).__name__}, not a state dict; {fix}")
     net = FidInceptionV3()
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "AuxLogits."))}
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
         raise WganError(f"{path} does not hold the FID Inception weights "
-                        f"({str(exc).splitlines()[0][:160]}); {HOW_TO_GET}") from None
+                        f"({str(exc).splitlines()[0][:160]}); {fix}") from None
     return net.to(device).eval()
 
 

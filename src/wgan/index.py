@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wgan.checkpoint import atomic_write
+from wgan.checkpoint import atomic_write, make_folder
 from wgan.dataset import has_image_suffix, walk_folders
 from wgan.errors import WganError
 from wgan.progress import bar as progress_bar
@@ -54,12 +54,14 @@ class IndexSummary:
     with content checks); ``unlistable`` had names that are not valid UTF-8."""
 
     listed: int = 0
-    sampled: int = 0
+    sampled: int | None = None  # None: no sample was asked for
     not_images: int = 0
     unlistable: int = 0
 
     def __str__(self) -> str:
-        text = f"listed {self.listed} images, sampled {self.sampled}"
+        text = f"listed {self.listed} images"
+        if self.sampled is not None:
+            text += f", sampled {self.sampled}"
         if self.not_images:
             text += f", {self.not_images} files whose bytes are not an image"
         if self.unlistable:
@@ -80,6 +82,8 @@ def list_images(
     bytes decide instead, whatever its name: slower (one open per file) but exact.
     """
     root = Path(root)
+    if not root.exists():
+        raise WganError(f"{root} does not exist; pass the folder of exported images")
     if not root.is_dir():
         raise WganError(f"{root} is not a folder; pass the folder of exported images")
     summary = summary if summary is not None else IndexSummary()
@@ -150,8 +154,10 @@ def _needs_quoting(paths: list[str]) -> bool:
     return any(c in joined for c in ',"\r\n')
 
 
-def write_csv(path: str | os.PathLike, paths: list[str], labels: list[int] | int = 0) -> None:
-    """Write ``path,label`` rows (with a header) atomically, quoting as CSV requires."""
+def write_csv(path: str | os.PathLike, paths: list[str], labels: list[int] | int = 0,
+              option: str = "--csv") -> None:
+    """Write ``path,label`` rows (with a header) atomically, quoting as CSV requires; ``option``
+    names the output in messages."""
     path = Path(path)
 
     def write(f) -> None:
@@ -168,8 +174,8 @@ def write_csv(path: str | os.PathLike, paths: list[str], labels: list[int] | int
         text.flush()
         text.detach()
 
+    make_folder(path.parent, option, path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, write)
     except OSError as exc:
         raise WganError(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -205,7 +211,7 @@ def build_index(
         idx = sample_indices(len(paths), sample_fraction, seed)
         chosen = [paths[i] for i in idx]
         chosen_labels = labels if isinstance(labels, int) else [labels[i] for i in idx]
-        write_csv(sample_csv, chosen, chosen_labels)
+        write_csv(sample_csv, chosen, chosen_labels, "--sample-csv")
         summary.sampled = len(chosen)
     log.debug("index of %s: %s", root, summary)
     return summary

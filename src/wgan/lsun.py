@@ -35,7 +35,7 @@ from pathlib import Path
 from PIL import Image
 
 from wgan.checkpoint import atomic_write
-from wgan.dataset import DEFAULT_MAX_PIXELS, is_lmdb_dir, open_lmdb
+from wgan.dataset import DEFAULT_MAX_PIXELS, decode_error, is_lmdb_dir, open_lmdb
 from wgan.errors import WganError
 from wgan.index import sniff_image
 from wgan.progress import bar as progress_bar
@@ -354,7 +354,7 @@ def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
         raise
     except (OSError, SyntaxError, EOFError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"cannot decode: {exc}") from None
+        raise ValueError(f"cannot decode: {decode_error(exc)}") from None
     if fmt not in EXTENSIONS:
         raise ValueError(f"unexpected image format {fmt}")
     return fmt
@@ -414,15 +414,16 @@ class _Job:
 
 
 def _export_chunk(job: _Job, records: list[tuple[bytes, bytes]]
-                  ) -> tuple[ExportSummary, list[str]]:
-    """Export some records; return the counts and a line for each record not written."""
+                  ) -> tuple[ExportSummary, list[tuple[str, str]]]:
+    """Export some records; return the counts and, for each record not written, the
+    summary's field that counts it (``bad`` or ``rejected``) and a line saying why."""
     summary, problems = ExportSummary(), []
     fixed_ext = {"jpeg": ".jpg", "png": ".png"}.get(job.fmt)
     for key, value in records:
         stem = key_to_name(key)
         if stem is None:
             summary.rejected += 1
-            problems.append(f"rejected key {key[:80]!r}: not a plain file name")
+            problems.append(("rejected", f"rejected key {key[:80]!r}: not a plain file name"))
             continue
 
         # Name the file by the format its first bytes announce; skip it if already complete.
@@ -430,7 +431,7 @@ def _export_chunk(job: _Job, records: list[tuple[bytes, bytes]]
         if kind is None:
             summary.bad += 1
             why = "empty record" if not value else "the bytes are not an image"
-            problems.append(f"bad record {key[:80]!r}: {why}")
+            problems.append(("bad", f"bad record {key[:80]!r}: {why}"))
             continue
         target = job.root / relative_path(stem, fixed_ext or SNIFFED_EXTENSIONS[kind], job.flat)
         if _complete(target, len(value) if job.fmt == "keep" else None):
@@ -444,7 +445,7 @@ def _export_chunk(job: _Job, records: list[tuple[bytes, bytes]]
                 raise ValueError(f"starts like {kind} but decodes as {real}")
         except ValueError as exc:
             summary.bad += 1
-            problems.append(f"bad record {key[:80]!r}: {exc}")
+            problems.append(("bad", f"bad record {key[:80]!r}: {exc}"))
             continue
         data = value if job.fmt == "keep" else _encode(value, job.fmt, job.quality)
         try:
@@ -510,8 +511,9 @@ def export(
     extension of their real format; ``"jpeg"`` and ``"png"`` re-encode. Writes are atomic and
     a re-run skips files already complete, so an interrupted export resumes. ``limit`` stops
     after that many records (of all kinds). Keys that are not plain file names and records
-    that are empty or do not decode in full are counted, the first ``max_examples`` logged,
-    and skipped. ``workers`` > 1 checks and writes in that many processes.
+    that are empty or do not decode in full are skipped and counted; the first ``max_examples``
+    of each kind are logged, then how many more. ``workers`` > 1 checks and writes in that many
+    processes.
     """
     src, root = Path(lmdb_dir), Path(out)
     if fmt not in FORMATS:
@@ -536,18 +538,23 @@ def export(
         env.close()
     total = min(total, limit) if limit is not None else total
 
-    summary, shown = ExportSummary(), 0
+    summary = ExportSummary()
+    shown = {"bad": 0, "rejected": 0}  # lines logged, per kind: at most max_examples each
     job = _Job(root, flat, fmt, quality)
     with _progress(total, "export", "img", progress) as shown_bar:
         for n, (part, problems) in _run_chunks(job, _chunks(src, limit), workers):
             for field in dataclasses.fields(ExportSummary):
                 setattr(summary, field.name,
                         getattr(summary, field.name) + getattr(part, field.name))
-            for line in problems[: max(0, max_examples - shown)]:
-                log.warning("%s", line)
-            shown += len(problems)
+            for kind, line in problems:
+                if shown[kind] < max_examples:
+                    log.warning("%s", line)
+                    shown[kind] += 1
             shown_bar.update(n)
-    if shown > max_examples:
-        log.warning("... and %d more records not written", shown - max_examples)
+    # note: the lines shown plus the "more" line of each kind add up to the summary's count.
+    for kind, what in (("bad", "bad records"), ("rejected", "rejected keys")):
+        count = getattr(summary, kind)
+        if count > shown[kind]:
+            log.warning("... and %d more %s (%d in all)", count - shown[kind], what, count)
     log.debug("export to %s: %s", root, summary)
     return summary

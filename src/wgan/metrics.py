@@ -29,6 +29,7 @@ from torch import nn
 from wgan import progress, rundir
 from wgan.dataset import collate_skip_bad, default_cache_dir, to_model_range
 from wgan.errors import WganError
+from wgan.pack import PackMismatch
 
 log = logging.getLogger(__name__)
 
@@ -524,7 +525,14 @@ def evaluate_checkpoint(checkpoint_path: str | os.PathLike, data: str | os.PathL
         critic = build_critic(cfg)
         critic.load_state_dict(state["critic"])
         critic.to(device)
-    dataset = open_source(data, cfg.image_size, cfg.channels)
+    try:
+        dataset = open_source(data, cfg.image_size, cfg.channels)
+    except PackMismatch as exc:
+        what, flag = (("image size", "--size") if exc.option == "--image-size"
+                      else ("channels", "--channels"))
+        raise WganError(f"{exc.holds}, but the checkpoint's {what} is {exc.want}; measure it "
+                        f"against a pack made with wgan pack {flag} {exc.want}, or against the "
+                        "images themselves") from None
     evaluator = Evaluator(dataset, data, settings)
     step = checkpoint.step_of(checkpoint_path)
     records = evaluator.measure(fake_drawer(generator), critic, snapshot=checkpoint_path.name,
@@ -540,8 +548,12 @@ def compare_sets(data: str | os.PathLike, against: str | os.PathLike, image_size
     """Measure one real image set against another (reference figures; nothing is written)."""
     from wgan.dataset import open_source
 
-    other = open_source(against, image_size, channels)
-    evaluator = Evaluator(open_source(data, image_size, channels), data, settings)
+    try:
+        other = open_source(against, image_size, channels)
+        evaluator = Evaluator(open_source(data, image_size, channels), data, settings)
+    except PackMismatch as exc:
+        raise WganError(f"{exc.holds}, but {exc.option} is {exc.want}; evaluate with "
+                        f"{exc.option} {exc.have} or pack again with other settings") from None
     other_images: dict[int, torch.Tensor] = {}
 
     def draw(n: int) -> torch.Tensor:

@@ -244,7 +244,37 @@ def build_options(flags: dict[str, Any], config: dict[str, Any] | None = None) -
     if cfg not in PRESETS:
         raise WganError(f"unknown --cfg {cfg!r}; choose from {', '.join(PRESETS)}")
     merged = {**PRESETS[cfg], **config, **given, "cfg": cfg}
-    return resolve(TrainOptions(**merged))
+    opts = resolve(TrainOptions(**merged))
+    check_unused_flags(given, opts)
+    return opts
+
+
+def check_unused_flags(given: dict[str, Any], o: TrainOptions) -> None:
+    """Refuse a model flag given on the command line that the chosen architectures ignore.
+
+    Only flags given explicitly, and with a value other than the default, are refused: a
+    config file (often a run's saved training_options.json) holds every option.
+    """
+    # (ignored option, why: the architecture options that make it so)
+    ignored: list[tuple[str, str]] = []
+    if o.g_arch == "mlp":
+        why = "--g-arch mlp (the MLP generator does not use it)"
+        # note: --g-constant-filters is refused by resolve(), from a config file too.
+        ignored += [(name, why) for name in ("ngf", "g_norm")]
+    if o.c_arch == "mlp":
+        why = "--c-arch mlp (the MLP critic does not use it)"
+        ignored += [(name, why) for name in ("ndf", "c_norm")]
+    if o.g_arch == "mlp" and o.c_arch == "mlp":
+        ignored.append(("n_extra_layers", "--g-arch mlp and --c-arch mlp (MLPs do not use it)"))
+    if "mlp" not in (o.g_arch, o.c_arch):
+        ignored.append(("mlp_hidden", f"--g-arch {o.g_arch} and --c-arch {o.c_arch} (only MLP "
+                                      "networks use it)"))
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+    for name, why in ignored:
+        if name in given and given[name] != defaults[name]:
+            flag = "--" + name.replace("_", "-")
+            raise WganError(f"{flag} {given[name]} has no effect with {why}; drop {flag} or "
+                            "change the architecture")
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -277,6 +307,13 @@ def resolve(o: TrainOptions) -> TrainOptions:
         raise WganError("--c-norm batch cannot be used with --loss wgan-gp: the gradient "
                         "penalty is per sample and BatchNorm mixes samples; use --c-norm layer "
                         "or none")
+    if o.loss == "wgan-gp" and o.clip > 0:
+        raise WganError(f"--clip {o.clip} cannot be used with --loss wgan-gp: weight clipping and "
+                        "a gradient penalty are alternatives; drop --clip, or use --loss wgan "
+                        "to clip")
+    if o.g_arch == "mlp" and o.g_constant_filters:
+        raise WganError("--g-constant-filters cannot be used with --g-arch mlp: the MLP generator "
+                        "has no convolution filters; drop one of the two options")
     checks = [
         ("batch_size", o.batch_size >= 1, "at least 1"),
         ("steps", o.steps >= 0, "0 or more"),

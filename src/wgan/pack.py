@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from wgan import __version__, progress
-from wgan.checkpoint import fsync_dir
+from wgan.checkpoint import fsync_dir, make_folder
 from wgan.dataset import (
     RESAMPLE,
     ArrayImages,
@@ -142,6 +142,13 @@ def _fresh_header(source: ImageSource, draft: bool) -> dict[str, Any]:
 _SAME_JOB = ("source", "source_kind", "source_records", "size", "channels", "jpeg_draft")
 
 
+def _job(header: dict[str, Any]) -> str:
+    """``16x16 images with 3 channels from SRC``: what a pack holds, for messages."""
+    draft = "" if header.get("jpeg_draft", True) else " (--no-draft)"
+    return (f"{header['size']}x{header['size']} images with {header['channels']} channels from "
+            f"{header['source']}{draft}")
+
+
 def _write_header(f, header: dict[str, Any]) -> None:
     f.seek(0)
     f.write(_header_bytes(header))
@@ -186,21 +193,21 @@ def pack_source(
                             "pass --overwrite to replace it")
         old = read_header(out)
         same = all(old.get(k) == header[k] for k in _SAME_JOB)
-        if old["complete"]:
+        if old["complete"] and same:
             raise WganError(f"{out} is already a complete pack of {old['count']} images from "
                             f"{old['source']}; pass --overwrite to make it again")
         if not same:
-            raise WganError(f"{out} is an unfinished pack of another source or size "
-                            f"({old['source']}, {old['size']} px); pass --overwrite to replace "
-                            "it or choose another --out")
+            state = "a complete" if old["complete"] else "an unfinished"
+            raise WganError(f"{out} is {state} pack of {_job(old)}, not of {_job(header)}; "
+                            "pass --overwrite to replace it or choose another --out")
         if out.stat().st_size >= HEADER_BYTES + old["count"] * item:
             header, mode = old, "r+b"
             log.info("continuing %s at record %d of %d", out, old["done"], len(source))
         else:
             log.warning("%s is shorter than its header says; starting it again", out)
 
+    make_folder(out.parent, "--out", out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         if mode == "w+b" and out.exists():
             # note: a new file, not the old one truncated: a run still training from the old
             # pack keeps its mapping instead of dying of SIGBUS.
@@ -278,6 +285,17 @@ def _check_bad(header: dict[str, Any], max_bad_fraction: float, out: Path) -> No
                         "same wgan pack command again to go on")
 
 
+class PackMismatch(WganError):
+    """A pack's image size or channels differ from those asked for."""
+
+    def __init__(self, path: Path, header: dict, option: str, want: int, have: int) -> None:
+        self.path, self.option, self.want, self.have = path, option, want, have
+        self.holds = (f"{path} holds {header['size']}x{header['size']} images with "
+                      f"{header['channels']} channels")
+        super().__init__(f"{self.holds}, but {option} is {want}; train with {option} {have} "
+                         "or pack again with other settings")
+
+
 class PackImages(ArrayImages):
     """The images of a complete pack file, memory-mapped; opened again in each process."""
 
@@ -298,9 +316,7 @@ class PackImages(ArrayImages):
         for name, want, have in (("--image-size", size, header["size"]),
                                  ("--channels", channels, header["channels"])):
             if want is not None and want != have:
-                raise WganError(f"{self.path} holds {header['size']}x{header['size']} images "
-                                f"with {header['channels']} channels, but {name} is {want}; "
-                                f"train with {name} {have} or pack again with other settings")
+                raise PackMismatch(self.path, header, name, want, have)
         self.size = header["size"]
         self.channels = header["channels"]
         self._name = header.get("name") or self.path.stem

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from wgan import rundir
-from wgan.checkpoint import atomic_write
+from wgan.checkpoint import atomic_write, make_folder
 from wgan.errors import WganError
 
 log = logging.getLogger(__name__)
@@ -460,8 +460,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None,
     if max_grids < 1:
         raise WganError(f"--max-grids must be at least 1, not {max_grids}")
     text = build_report(run_dir, max_grids)
+    make_folder(out.parent, "--out", out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out, lambda f: f.write(text.encode("utf-8")))
     except OSError as exc:
         raise WganError(f"cannot write the report to {out}: {exc.strerror or exc}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +40,33 @@ def create_run_dir(outdir: str | os.PathLike, desc: str) -> Path:
             run_id += 1
         except OSError as exc:
             raise WganError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
+
+
+# What a run writes before its first generator step; see remove_unstarted.
+_START_FILES = ("training_options.json", "log.txt", "reals.png", "stats.jsonl")
+
+
+def remove_unstarted(run_dir: Path) -> None:
+    """Remove a run folder that this process created and that failed before its first step.
+
+    Only the files a run writes at its start are removed (and TensorBoard's event files); a
+    folder that holds anything else is kept, and said so.
+    """
+    run_dir = Path(run_dir)
+    for name in _START_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    board = run_dir / "tensorboard"
+    if board.is_dir():
+        for event in board.glob("events.out.tfevents.*"):
+            event.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            board.rmdir()
+    try:
+        run_dir.rmdir()
+    except OSError:
+        log.warning("kept %s: it holds files that the failed run did not write", run_dir)
+        return
+    log.info("removed the run folder %s: the run failed before its first step", run_dir)
 
 
 def attach_log_file(run_dir: Path) -> logging.Handler:

@@ -10,13 +10,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from wgan.checkpoint import make_folder
 from wgan.dataset import from_model_range
 from wgan.errors import WganError
 
+# The most seeds one command draws (one PNG per seed), and the most images in one grid or walk.
+MAX_SEEDS = 100_000
+MAX_GRID = 4096
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-63', '1,5,9' or '0-3,10' -> a list of seeds, in order."""
-    seeds: list[int] = []
+
+def parse_seeds(text: str, limit: int = MAX_SEEDS) -> list[int]:
+    """'0-63', '1,5,9' or '0-3,10' -> a list of seeds, in order; at most ``limit`` of them.
+
+    The count is checked before any list is built, so a huge range fails at once.
+    """
+    ranges: list[tuple[int, int]] = []
     for part in text.split(","):
         part = part.strip()
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
@@ -25,10 +33,14 @@ def parse_seeds(text: str) -> list[int]:
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
             raise WganError(f"--seeds: range {part!r} runs backwards")
-        seeds.extend(range(lo, hi + 1))
-    if not seeds:
-        raise WganError("--seeds: no seeds given")
-    return seeds
+        ranges.append((lo, hi))
+    count = sum(hi - lo + 1 for lo, hi in ranges)
+    if count > limit:
+        lo = ranges[0][0]
+        raise WganError(f"--seeds {text} asks for {count:,} images, over the {limit:,} one "
+                        f"command draws; split the job, e.g. --seeds {lo}-{lo + limit - 1} "
+                        f"then --seeds {lo + limit}-{lo + 2 * limit - 1}")
+    return [s for lo, hi in ranges for s in range(lo, hi + 1)]
 
 
 def noise_for_seeds(seeds: Sequence[int], nz: int) -> torch.Tensor:
@@ -69,6 +81,24 @@ def generate(generator: nn.Module, z: torch.Tensor, desc: str | None = None) -> 
     finally:
         counter.close()
         generator.train(was_training)
+
+
+def save_seed_images(generator: nn.Module, seeds: Sequence[int], out_dir: Path,
+                     chunk: int = 256) -> None:
+    """One PNG per seed, ``seed<NNNN>.png`` in ``out_dir``, drawn and written ``chunk`` seeds at
+    a time so that memory stays bounded whatever the number of seeds."""
+    from wgan import images, progress
+
+    counter = progress.bar(total=len(seeds), desc="sampling", unit="img")
+    try:
+        for start in range(0, len(seeds), chunk):
+            part = seeds[start:start + chunk]
+            fakes = generate(generator, noise_for_seeds(part, generator.nz))
+            for s, img in zip(part, fakes, strict=True):
+                images.save_png(images.to_pil(img), out_dir / f"seed{s:04d}.png")
+            counter.update(len(part))
+    finally:
+        counter.close()
 
 
 WALKS = ("linear", "spherical")
@@ -149,8 +179,8 @@ def save_walk(walks: torch.Tensor, out: str | os.PathLike, walk: str,
     else:
         targets = [out / f"walk-{walk}.png", out / f"walk-{walk}.gif"]
     r, f = walks.shape[:2]
+    make_folder(targets[0].parent, "--out", out if targets[0] == out else None)
     try:
-        targets[0].parent.mkdir(parents=True, exist_ok=True)
         for path in targets:
             if path.suffix.lower() == ".png":
                 images.save_png(images.grid(walks.reshape(r * f, *walks.shape[2:]), f), path)

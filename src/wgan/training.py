@@ -295,6 +295,10 @@ class Trainer:
             self.generator.load_state_dict(snapshot["generator"])
             self.critic.load_state_dict(snapshot["critic"])
         except (KeyError, RuntimeError) as exc:
+            differ = model_differences(snapshot.get("model"), self.model_config)
+            if differ:
+                raise WganError(f"--transfer: the checkpoint does not fit this model: it was made "
+                                f"with {', '.join(differ)}; train with the same options") from None
             raise WganError(f"--transfer: the checkpoint does not fit this model "
                             f"({str(exc).splitlines()[0][:160]}); match its size options") from None
         if self.ema is not None:
@@ -536,7 +540,8 @@ class Trainer:
         if not all(math.isfinite(v) for v in (w, lc, lg)):
             where = f"; the last good state is {self.last_state}" if self.last_state else ""
             raise TrainingDiverged(f"training diverged by generator step {c.step} (critic loss "
-                                   f"{lc}, generator loss {lg}); nothing was saved{where}")
+                                   f"{lc}, generator loss {lg}); nothing was saved{where}; "
+                                   f"the run's log and statistics are in {self.run_dir}")
         elapsed = time.perf_counter() - tick.start
         record = {
             "step": c.step,
@@ -657,6 +662,24 @@ class Trainer:
 
 
 
+def model_differences(saved: Any, config: ModelConfig) -> list[str]:
+    """``--ngf 16 (not 64)`` for each model option where a checkpoint's stored model differs
+    from ``config``; empty when the checkpoint stores no model."""
+    if not isinstance(saved, dict):
+        return []
+    ours = config.to_dict()
+    out = []
+    for name, value in ours.items():
+        if name in saved and saved[name] != value:
+            flag = "--" + name.replace("_", "-")
+            if isinstance(value, bool):
+                out.append(f"{flag if saved[name] else '--no-' + flag[2:]} (not "
+                           f"{flag if value else '--no-' + flag[2:]})")
+            else:
+                out.append(f"{flag} {saved[name]} (not {value})")
+    return out
+
+
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The generator of a snapshot or training state, in eval mode."""
     data = checkpoint.load(path, (checkpoint.SNAPSHOT_FORMAT, checkpoint.STATE_FORMAT))
@@ -734,14 +757,16 @@ def run_training(
                             "folder or a pack file")
         dataset = open_source(opts.data, opts.image_size, opts.channels, opts.data_root,
                               opts.allow_outside_root)
+    created = None  # the run folder this call made, removed again if no step is ever done
     if state is None:
         run_dir = None
         if world.is_main:
-            run_dir = rundir.create_run_dir(opts.outdir, opts.desc)
+            run_dir = created = rundir.create_run_dir(opts.outdir, opts.desc)
             rundir.write_json(run_dir / "training_options.json", opts.to_dict())
         run_dir = broadcast_object(run_dir, world)
     handler = rundir.attach_log_file(run_dir) if world.is_main else logging.NullHandler()
     trainer = None
+    unfinished = True  # the folder goes if this stays True and no step was done
     try:
         trainer = Trainer(opts, dataset, run_dir, world)
         if state is not None:
@@ -762,6 +787,10 @@ def run_training(
                 log.info("weights transferred from %s", transfer)
         log.info("%d training images from %s; %s on %s, %s", len(dataset), dataset.describe(),
                  opts.loss, trainer.device, opts.precision)
+        if opts.batch_size > len(dataset) and world.is_main:
+            # note: the sampler runs on into the next shuffled pass, so such batches still work.
+            log.warning("--batch-size %d is larger than the %d training images: every batch "
+                        "repeats images", opts.batch_size, len(dataset))
         if world.enabled:
             log.info("%d processes, %d images per process and step", world.size,
                      trainer.local_batch)
@@ -777,9 +806,15 @@ def run_training(
         else:
             log.info("done: %d generator steps; samples and snapshots in %s",
                      trainer.counters.step, run_dir)
+        unfinished = False
         return run_dir, ended
+    except TooManyBadImages:
+        unfinished = False  # note: kept, as its message sends the user to log.txt
+        raise
     finally:
         if trainer is not None and trainer.tensorboard is not None:
             trainer.tensorboard.close()
         logging.getLogger("wgan").removeHandler(handler)
         handler.close()
+        if unfinished and created is not None and (trainer is None or trainer.counters.step == 0):
+            rundir.remove_unstarted(created)
