@@ -339,3 +339,66 @@ def test_a_batch_larger_than_the_data_is_warned_about_once(small_flowers, tmp_pa
         run_training(options(small_flowers, tmp_path / "b", steps=1, batch_size=40,
                              warmup=False))
     assert not [r for r in caplog.records if "--batch-size" in r.getMessage()]
+
+
+def test_a_stop_inside_a_long_warm_up_step_resumes_exactly(small_flowers, tmp_path):
+    from wgan.dataset import open_source
+
+    # Warm-up steps of 12 critic steps (n_critic is 5), so a stop lands inside one.
+    flags = {"steps": 4, "warmup_critic_steps": 12, "warmup_generator_steps": 3}
+    straight, _ = run_training(options(small_flowers, tmp_path / "a", **flags))
+
+    run_dir = tmp_path / "b"
+    run_dir.mkdir()
+    trainer = Trainer(options(small_flowers, run_dir, **flags), open_source(small_flowers, 16),
+                      run_dir)
+    step = trainer.critic_step
+    calls = []
+
+    def critic_step(real, tick):
+        step(real, tick)
+        calls.append(1)
+        if len(calls) == 12 + 7:  # the 7th critic step of the second generator step
+            trainer.stop_requested = "SIGTERM"
+
+    trainer.critic_step = critic_step
+    assert trainer.train() == "SIGTERM"
+    assert len(calls) == 12 + 7  # it did not finish the step
+    saved = checkpoint.load(run_dir / "training-state-0000001.pt", checkpoint.STATE_FORMAT)
+    assert saved["counters"]["step"] == 1 and saved["counters"]["critic_in_step"] == 7
+    assert saved["counters"]["images"] == (12 + 7) * 8
+
+    resumed, ended = run_training(None, resume=run_dir, resume_flags={})
+    assert ended == "done"
+    g1, c1, s1 = weights(straight / "training-state-0000004.pt")
+    g2, c2, s2 = weights(run_dir / "training-state-0000004.pt")
+    assert all(torch.equal(g1[k], g2[k]) for k in g1) and all(torch.equal(c1[k], c2[k])
+                                                              for k in c1)
+    assert s1["counters"] == s2["counters"]
+
+
+def test_a_second_signal_stops_at_once_without_saving(small_flowers, tmp_path):
+    import signal
+
+    from wgan.dataset import open_source
+
+    trainer = Trainer(options(small_flowers, tmp_path, steps=50, warmup=False),
+                      open_source(small_flowers, 16), tmp_path)
+    step = trainer.critic_step
+    calls = []
+
+    def critic_step(real, tick):
+        step(real, tick)
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)
+        if len(calls) == 4:
+            signal.raise_signal(signal.SIGINT)
+
+    trainer.critic_step = critic_step
+    with pytest.raises(WganError, match="SIGINT again: stopped at once without saving; no "
+                                        "training state was saved"):
+        trainer.train()
+    assert len(calls) == 4 and not list(tmp_path.glob("training-state-*"))
+    # The handlers are the caller's again.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -61,6 +61,9 @@ class Counters:
     images: int = 0  # real images shown to the critic
     batches: int = 0  # batches drawn from the data stream (its resume position)
     bad_images: int = 0
+    # Critic steps already done toward the next generator step: non-zero only in a state
+    # saved by a stop in the middle of a long (warm-up) step, which a resume completes.
+    critic_in_step: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -135,6 +138,11 @@ def set_global_rng_state(state: dict[str, Any]) -> None:
     if "cuda" in state and torch.cuda.is_available():
         cuda_states = state["cuda"][: torch.cuda.device_count()]
         torch.cuda.set_rng_state_all(cuda_states)
+
+
+class StopNow(BaseException):
+    """A second stop signal: leave at once (a BaseException, so nothing catches it on the
+    way up by accident)."""
 
 
 class Trainer:
@@ -425,15 +433,32 @@ class Trainer:
                 "or raise the limit")
 
     def _on_signal(self, signum, frame) -> None:
-        self.stop_requested = signal.Signals(signum).name
-        log.warning("%s received: finishing the current step and saving a training state",
-                    self.stop_requested)
+        name = signal.Signals(signum).name
+        if self.stop_requested is not None:
+            raise StopNow(name)
+        self.stop_requested = name
+        log.warning("%s received: finishing the current step and saving a training state "
+                    "(send it again to stop at once without saving)", name)
 
     def _stream(self):
         o = self.opts
         return batch_stream(self.dataset, self.local_batch, o.seed, start=self.counters.batches,
                             workers=o.workers, pin_memory=self.device.type == "cuda",
                             rank=self.world.rank, world_size=self.world.size, device=self.device)
+
+    def _stop_within_step(self, done: int, total: int) -> bool:
+        """Whether to stop after ``done`` of a long step's ``total`` critic steps.
+
+        A warm-up generator step has 100 critic steps by default (a minute on a CPU), longer
+        than schedulers wait after SIGTERM, so such steps may stop part way: the state records
+        how far it got. Under torchrun the ranks agree every 10 critic steps (the same ones on
+        every rank, as they run the same schedule); one process looks at every step.
+        """
+        if total <= self.opts.n_critic or done >= total:
+            return False
+        if self.world.enabled and done % 10:
+            return False
+        return self._should_stop()
 
     def _should_stop(self) -> bool:
         # note: under torchrun a signal reaches the ranks at different steps; agreeing here
@@ -457,9 +482,16 @@ class Trainer:
         try:
             stop = self._should_stop()
             while self.counters.step < o.steps and not stop:
-                for _ in range(self.schedule.critic_steps(self.counters.step)):
+                c = self.counters
+                total = self.schedule.critic_steps(c.step)
+                while c.critic_in_step < total and not stop:
                     self.critic_step(self._next_batch(stream, tick), tick)
-                    self.counters.critic_steps += 1
+                    c.critic_steps += 1
+                    c.critic_in_step += 1
+                    stop = self._stop_within_step(c.critic_in_step, total)
+                if stop:
+                    break  # part way through a long step; the state says how far
+                c.critic_in_step = 0
                 self.generator_step(tick)
                 self.counters.step += 1
                 step = self.counters.step
@@ -482,6 +514,8 @@ class Trainer:
                     self.measure()
             if tick.generator_steps:
                 self._end_tick(tick)
+            elif tick.critic_steps:
+                self._fold_tick(tick)
             # Final samples and state, unless this very step already wrote them.
             if not (self.run_dir / self._fakes_name()).exists():
                 self.save_samples()
@@ -490,11 +524,23 @@ class Trainer:
             if (o.metrics and self.stop_requested is None
                     and self.last_measured != self.counters.step):
                 self.measure()
+        except StopNow as exc:
+            where = f"the newest training state is {self.last_state}" if self.last_state else (
+                "no training state was saved")
+            raise WganError(f"{exc} again: stopped at once without saving; {where}") from None
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             del stream  # note: ends the DataLoader's worker processes
         return self.stop_requested or "done"
+
+    def _fold_tick(self, tick: TickStats) -> None:
+        """Count a tick's images without a stats line (it holds no generator step)."""
+        values = torch.tensor([float(tick.images), float(tick.bad_images)], dtype=torch.float64,
+                              device=self.device)
+        values = all_reduce_sum(values, self.world).cpu()
+        self.counters.images += int(values[0])
+        self.counters.bad_images += int(values[1])
 
     def train_seconds(self) -> float:
         """Seconds spent training this run so far, over all its resumes."""
