@@ -2,6 +2,7 @@
 closed forms, KID, the Inception weights lookup, and the records a run folder gets."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -242,6 +243,16 @@ def test_reference_features_are_cached_by_data_and_options(small_flowers, tmp_pa
     # Other options or changed data make a new entry.
     with pytest.raises(AssertionError, match="network ran"):
         reference_features(dataset, small_flowers, 3, 1, cached, cache_dir=tmp_path / "c")
+    # Images rewritten in place (same names, same count, the folder's own time unchanged).
+    folder_time = small_flowers.stat().st_mtime_ns
+    other = next((small_flowers / "rose").iterdir()).read_bytes()
+    for f in sorted(small_flowers.rglob("*.jpg")):
+        f.write_bytes(other)
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    os.utime(small_flowers, ns=(small_flowers.stat().st_atime_ns, folder_time))
+    with pytest.raises(AssertionError, match="network ran"):
+        reference_features(open_source(small_flowers, 32), small_flowers, 3, 0, cached,
+                           cache_dir=tmp_path / "c")
     (small_flowers / "daisy" / "new.jpg").write_bytes((small_flowers / "rose").iterdir()
                                                        .__next__().read_bytes())
     with pytest.raises(AssertionError, match="network ran"):

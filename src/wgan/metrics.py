@@ -277,6 +277,26 @@ def dataset_identity(path: str | os.PathLike) -> str:
     return f"{p}|{st.st_size}|{st.st_mtime_ns}"
 
 
+def chosen_files_identity(dataset, n: int, seed: int) -> str | None:
+    """For sources of separate files (folders, CSV lists): a digest of the paths, sizes and
+    modification times of the ``n`` files ``load_images`` chooses, so that a file rewritten
+    in place invalidates the cache. ``None`` for sources that are one file (LMDB, packs),
+    which ``dataset_identity`` already covers."""
+    from wgan.dataset import CsvImages, ImageFolder
+
+    if not isinstance(dataset, (ImageFolder, CsvImages)):
+        return None
+    digest = hashlib.sha1()
+    for index in np.random.default_rng(seed).permutation(len(dataset))[:n].tolist():
+        path = dataset.read(index)
+        try:
+            st = os.stat(path)
+            digest.update(f"{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}|missing\n".encode())
+    return digest.hexdigest()
+
+
 def reference_features(dataset, data_path: str | os.PathLike | None, n: int, seed: int,
                        inception, workers: int = 0,
                        cache_dir: str | os.PathLike | None = None) -> np.ndarray:
@@ -284,8 +304,9 @@ def reference_features(dataset, data_path: str | os.PathLike | None, n: int, see
     cache_file = None
     if data_path is not None:
         key = json.dumps({"data": dataset_identity(data_path), "count": len(dataset),
+                          "files": chosen_files_identity(dataset, n, seed),
                           "size": dataset.size, "channels": dataset.channels, "n": n,
-                          "seed": seed, "weights": inception.sha1, "version": 1},
+                          "seed": seed, "weights": inception.sha1, "version": 2},
                          sort_keys=True)
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         cache_file = cache / "metric-stats" / (hashlib.sha1(key.encode()).hexdigest() + ".npy")
