@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import re
 import signal
 import threading
 
@@ -344,8 +345,10 @@ def test_a_batch_larger_than_the_data_is_warned_about_once(small_flowers, tmp_pa
 def test_a_stop_inside_a_long_warm_up_step_resumes_exactly(small_flowers, tmp_path):
     from wgan.dataset import open_source
 
-    # Warm-up steps of 12 critic steps (n_critic is 5), so a stop lands inside one.
-    flags = {"steps": 4, "warmup_critic_steps": 12, "warmup_generator_steps": 3}
+    # Warm-up steps of 12 critic steps (n_critic is 5), so a stop lands inside one; a state
+    # after every step, so the stop's state replaces one of the same step.
+    flags = {"steps": 4, "warmup_critic_steps": 12, "warmup_generator_steps": 3,
+             "snapshot_every": 1}
     straight, _ = run_training(options(small_flowers, tmp_path / "a", **flags))
 
     run_dir = tmp_path / "b"
@@ -402,3 +405,79 @@ def test_a_second_signal_stops_at_once_without_saving(small_flowers, tmp_path):
     assert len(calls) == 4 and not list(tmp_path.glob("training-state-*"))
     # The handlers are the caller's again.
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_every_state_counts_every_image_shown(small_flowers, tmp_path):
+    # States at steps that are not tick ends (3, 9) still count the images of the open tick.
+    run_dir, _ = run_training(options(small_flowers, tmp_path, steps=12, tick_every=5,
+                                      snapshot_every=3, keep_states=10))
+    states = sorted(run_dir.glob("training-state-*.pt"))
+    assert [checkpoint.step_of(p) for p in states] == [3, 6, 9, 12]
+    for path in states:
+        counters = checkpoint.load(path, checkpoint.STATE_FORMAT)["counters"]
+        assert counters["images"] == counters["critic_steps"] * 8, (path.name, counters)
+    # ...and a resume from one of them counts on from the right number.
+    resumed, _ = run_training(None, resume=run_dir / "training-state-0000003.pt",
+                              resume_flags={"steps": 12})
+    final = checkpoint.load(run_dir / "training-state-0000012.pt", checkpoint.STATE_FORMAT)
+    assert final["counters"]["images"] == final["counters"]["critic_steps"] * 8
+
+
+def test_transfer_clips_an_unclipped_critic_before_any_step(small_flowers, tmp_path):
+    # A WGAN-GP critic (no BatchNorm, no clip) has weights well outside [-0.01, 0.01].
+    gp = {"loss": "wgan-gp", "c_norm": "none"}
+    snap = snapshot_of(options(small_flowers, tmp_path, **gp), small_flowers,
+                       tmp_path / "network-snapshot-0000000.pt")
+    weights_in = checkpoint.load(snap, checkpoint.SNAPSHOT_FORMAT)["critic"]
+    assert max(v.abs().max().item() for v in weights_in.values()) > 0.01
+    run_dir, _ = run_training(options(small_flowers, tmp_path / "runs", steps=0, c_norm="none"),
+                              transfer=snap)
+    critic = checkpoint.load(run_dir / "network-snapshot-0000000.pt",
+                             checkpoint.SNAPSHOT_FORMAT)["critic"]
+    assert max(v.abs().max().item() for v in critic.values()) <= 0.01
+
+
+def test_a_run_resumes_from_another_working_folder(small_flowers, tmp_path, monkeypatch):
+    monkeypatch.chdir(small_flowers.parent)
+    run_dir, _ = run_training(options("flowers", tmp_path / "runs", steps=2))
+    saved = json.loads((run_dir / "training_options.json").read_text())
+    assert saved["data"] == str(small_flowers)
+    monkeypatch.chdir(tmp_path / "runs")
+    _, ended = run_training(None, resume=run_dir, resume_flags={"steps": 4})
+    assert ended == "done" and checkpoint.step_of(checkpoint.newest_state(run_dir)) == 4
+
+
+def test_resume_says_when_the_data_changed(small_flowers, tmp_path, caplog):
+    run_dir, _ = run_training(options(small_flowers, tmp_path, steps=2))
+    for f in sorted((small_flowers / next(iter(sorted(p.name for p in small_flowers.iterdir()))))
+                    .iterdir())[:3]:
+        f.unlink()
+    with caplog.at_level("WARNING", logger="wgan"):
+        run_training(None, resume=run_dir, resume_flags={"steps": 3})
+    assert "the data has changed: 40 images when the run began, 37 now" in caplog.text
+
+
+def test_resume_removes_what_a_killed_write_left(small_flowers, tmp_path):
+    run_dir, _ = run_training(options(small_flowers, tmp_path, steps=2))
+    stale = run_dir / ".network-snapshot-0000003.pt.12345.tmp"
+    stale.write_bytes(b"half a snapshot")
+    mine = run_dir / ".notes.tmp"  # not one of ours: kept
+    mine.write_text("user file")
+    run_training(None, resume=run_dir, resume_flags={"steps": 3})
+    assert not stale.exists() and mine.exists()
+
+
+def test_two_processes_cannot_train_in_one_run_folder(small_flowers, tmp_path):
+    from wgan import rundir
+
+    run_dir, _ = run_training(options(small_flowers, tmp_path, steps=2))
+    held = rundir.RunLock(run_dir)
+    try:
+        with pytest.raises(WganError, match=rf"another process \(pid {os.getpid()}\) is "
+                                            rf"training in {re.escape(str(run_dir))}; wait"):
+            run_training(None, resume=run_dir, resume_flags={"steps": 4})
+        assert checkpoint.step_of(checkpoint.newest_state(run_dir)) == 2
+    finally:
+        held.release()
+    _, ended = run_training(None, resume=run_dir, resume_flags={"steps": 4})
+    assert ended == "done"

@@ -157,7 +157,7 @@ def launch(nproc: int, argv: list[str]) -> int:
     if stopped and code == 1:
         # note: torchrun reports a forwarded signal as a failure (a SignalException
         # traceback, exit 1) even when every worker saved its state and exited cleanly.
-        log.warning("stopped by %s; resume with `wgan train --resume RUN_FOLDER`",
-                    signal.Signals(stopped[0]).name)
+        log.warning("stopped by %s; the training processes' last lines above name the run "
+                    "folder to resume", signal.Signals(stopped[0]).name)
         return 0
     return code

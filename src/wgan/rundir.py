@@ -43,7 +43,7 @@ def create_run_dir(outdir: str | os.PathLike, desc: str) -> Path:
 
 
 # What a run writes before its first generator step; see remove_unstarted.
-_START_FILES = ("training_options.json", "log.txt", "reals.png", "stats.jsonl")
+_START_FILES = ("training_options.json", "log.txt", "reals.png", "stats.jsonl", ".lock")
 
 
 def remove_unstarted(run_dir: Path) -> None:
@@ -176,3 +176,50 @@ def plot_stats(run_dir: Path) -> Path | None:
     plt.close(fig)
     atomic_write(path, lambda f: f.write(buf.getvalue()))
     return path
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the hidden ``.NAME.PID.tmp`` files that a killed process left in ``run_dir``
+    (an atomic write's unfinished copy; the complete file, if any, is under its own name)."""
+    removed = []
+    for path in run_dir.glob(".*.tmp"):
+        name, _, rest = path.name[1:].rpartition(".")[0].rpartition(".")
+        if name and rest.isdigit() and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d unfinished temporary files left by a killed run", len(removed))
+    return removed
+
+
+class RunLock:
+    """An exclusive lock on a run folder while a process trains in it, so that a job started
+    twice cannot resume the same run at once. POSIX ``flock``: released by the kernel when the
+    process ends, however it ends; a no-op where ``fcntl`` is missing."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self.file = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        self.file = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            self.file = None
+            raise WganError(f"another process (pid {holder}) is training in {run_dir}; wait "
+                            "for it to end or stop it before resuming this run") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()  # note: closing the file releases the lock
+            self.file = None

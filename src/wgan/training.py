@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import random
@@ -271,6 +272,7 @@ class Trainer:
             "global_rng": global_rng_state(),
             "fixed_noise": self.fixed_noise,
             "train_seconds": self.train_seconds(),
+            "data_count": len(self.dataset) if self.dataset is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -496,7 +498,10 @@ class Trainer:
                 self.counters.step += 1
                 step = self.counters.step
                 stop = self._should_stop()
-                if step % o.tick_every == 0 or step == o.steps or stop:
+                # note: a tick also ends where a state is saved, so that the state's counters
+                # include every image shown so far.
+                snapshot_due = bool(o.snapshot_every) and step % o.snapshot_every == 0
+                if step % o.tick_every == 0 or step == o.steps or stop or snapshot_due:
                     try:
                         self._end_tick(tick)
                     except TrainingDiverged:
@@ -508,7 +513,7 @@ class Trainer:
                         continue  # rolled back: no chores for the abandoned step
                 if o.sample_every and step % o.sample_every == 0:
                     self.save_samples()
-                if o.snapshot_every and step % o.snapshot_every == 0:
+                if snapshot_due:
                     self.save_checkpoints()
                 if o.metrics and o.metric_every and step % o.metric_every == 0:
                     self.measure()
@@ -519,7 +524,10 @@ class Trainer:
             # Final samples and state, unless this very step already wrote them.
             if not (self.run_dir / self._fakes_name()).exists():
                 self.save_samples()
-            if self.last_state is None or checkpoint.step_of(self.last_state) != self.counters.step:
+            if self.counters.critic_in_step:
+                self.save_state()  # part way through a step: newer than any state of this step
+            elif (self.last_state is None
+                  or checkpoint.step_of(self.last_state) != self.counters.step):
                 self.save_checkpoints()
             if (o.metrics and self.stop_requested is None
                     and self.last_measured != self.counters.step):
@@ -672,14 +680,22 @@ class Trainer:
     def save_checkpoints(self) -> None:
         """A network snapshot and a full training state for the current step; old states pruned."""
         step = self.counters.step
-        state_path = self.run_dir / f"training-state-{step:07d}.pt"
+        if self.world.is_main:
+            checkpoint.save(self.snapshot_dict(),
+                            self.run_dir / f"network-snapshot-{step:07d}.pt")
+        self.save_state()
+        if self.world.is_main:
+            rundir.plot_stats(self.run_dir)
+
+    def save_state(self) -> None:
+        """The full training state for the current step (replacing one of the same step, which
+        is older); old states pruned."""
+        state_path = self.run_dir / f"training-state-{self.counters.step:07d}.pt"
         self.last_state = state_path
         if not self.world.is_main:
             return
-        checkpoint.save(self.snapshot_dict(), self.run_dir / f"network-snapshot-{step:07d}.pt")
         checkpoint.save(self.state_dict(), state_path)
         checkpoint.prune(self.run_dir, "training-state", self.opts.keep_states)
-        rundir.plot_stats(self.run_dir)
 
     def measure(self) -> None:
         """Measure ``opts.metrics`` for the current generator; one line per metric in
@@ -805,11 +821,16 @@ def run_training(
                               opts.allow_outside_root)
     created = None  # the run folder this call made, removed again if no step is ever done
     if state is None:
+        # note: saved absolute, so that a resume from another working folder finds the data.
+        opts = dataclasses.replace(
+            opts, data=str(Path(opts.data).absolute()) if opts.data else opts.data,
+            data_root=str(Path(opts.data_root).absolute()) if opts.data_root else None)
         run_dir = None
         if world.is_main:
             run_dir = created = rundir.create_run_dir(opts.outdir, opts.desc)
             rundir.write_json(run_dir / "training_options.json", opts.to_dict())
         run_dir = broadcast_object(run_dir, world)
+    lock = rundir.RunLock(run_dir) if world.is_main else None
     handler = rundir.attach_log_file(run_dir) if world.is_main else logging.NullHandler()
     trainer = None
     unfinished = True  # the folder goes if this stays True and no step was done
@@ -820,6 +841,11 @@ def run_training(
             trainer.last_state = state_path
             if world.is_main:
                 rundir.truncate_stats(run_dir, trainer.counters.step)
+                rundir.remove_stale_temporaries(run_dir)
+            if state.get("data_count") not in (None, len(dataset)):
+                log.warning("the data has changed: %d images when the run began, %d now; the "
+                            "batches from here on differ from the run's original plan",
+                            state["data_count"], len(dataset))
             log.info("resuming %s at generator step %d", run_dir, trainer.counters.step)
             if trainer.counters.step >= opts.steps:
                 log.warning("the run is already at generator step %d, at or past --steps %d: "
@@ -831,6 +857,8 @@ def run_training(
                 trainer.load_weights(checkpoint.load(
                     transfer, (checkpoint.SNAPSHOT_FORMAT, checkpoint.STATE_FORMAT)))
                 log.info("weights transferred from %s", transfer)
+                if opts.clip > 0:  # the source may be unclipped (e.g. a WGAN-GP critic)
+                    clip_weights_(trainer.critic_params, opts.clip)
         log.info("%d training images from %s; %s on %s, %s", len(dataset), dataset.describe(),
                  opts.loss, trainer.device, opts.precision)
         if opts.batch_size > len(dataset) and world.is_main:
@@ -862,5 +890,7 @@ def run_training(
             trainer.tensorboard.close()
         logging.getLogger("wgan").removeHandler(handler)
         handler.close()
+        if lock is not None:
+            lock.release()
         if unfinished and created is not None and (trainer is None or trainer.counters.step == 0):
             rundir.remove_unstarted(created)
