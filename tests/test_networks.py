@@ -67,3 +67,17 @@ def test_variants_build_and_run():
     assert c(g(torch.randn(2, 100))).shape == (2,)
     mlp = ModelConfig(image_size=16, g_arch="mlp", c_arch="mlp", mlp_hidden=32)
     assert build_critic(mlp)(build_generator(mlp)(torch.randn(4, 100))).shape == (4,)
+
+
+def test_linear_layers_keep_the_default_initialisation():
+    # The paper's code initialises only conv and BatchNorm layers; its MLPs keep PyTorch's
+    # default, uniform in +-1/sqrt(fan_in) (here 1/sqrt(512) = 0.044), not N(0, 0.02).
+    from wgan.networks import ModelConfig, build_critic, build_generator
+
+    cfg = ModelConfig(image_size=16, g_arch="mlp", c_arch="mlp")
+    for net in (build_generator(cfg), build_critic(cfg)):
+        hidden = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][1]
+        bound = 1 / hidden.in_features ** 0.5
+        assert hidden.weight.abs().max() <= bound
+        assert hidden.weight.abs().max() > 0.9 * bound  # uniform, so it gets near the bound
+        assert hidden.bias.abs().max() > 0  # not zeroed

@@ -187,9 +187,10 @@ class MLPCritic(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """DCGAN initialisation: conv and linear weights N(0, 0.02); norm weights N(1, 0.02), bias 0."""
+    """DCGAN initialisation, as the paper's code applies it: conv weights N(0, 0.02), norm
+    weights N(1, 0.02) and bias 0. Linear layers (the MLP nets) keep PyTorch's default."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
