@@ -81,3 +81,13 @@ def test_linear_layers_keep_the_default_initialisation():
         assert hidden.weight.abs().max() <= bound
         assert hidden.weight.abs().max() > 0.9 * bound  # uniform, so it gets near the bound
         assert hidden.bias.abs().max() > 0  # not zeroed
+
+
+def test_the_generator_without_batchnorm_has_no_biases_as_in_the_papers_code():
+    from wgan.networks import ModelConfig, build_generator
+
+    net = build_generator(ModelConfig(image_size=32, g_norm="none", g_constant_filters=True,
+                                      n_extra_layers=1))
+    convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d,
+                                                        torch.nn.ConvTranspose2d))]
+    assert len(convs) == 5 and all(m.bias is None for m in convs)

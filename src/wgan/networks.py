@@ -86,6 +86,7 @@ class DCGANGenerator(nn.Module):
         width = ngf if constant_filters else ngf * 2 ** (n_up - 1)
         use_bn = norm == "batch"
 
+        # note: no conv has a bias, with or without BatchNorm, as in the paper's code.
         def block(conv: nn.Module, out: int) -> list[nn.Module]:
             layers = [conv]
             if use_bn:
@@ -93,13 +94,13 @@ class DCGANGenerator(nn.Module):
             layers.append(nn.ReLU(inplace=True))
             return layers
 
-        layers = block(nn.ConvTranspose2d(nz, width, 4, 1, 0, bias=not use_bn), width)
+        layers = block(nn.ConvTranspose2d(nz, width, 4, 1, 0, bias=False), width)
         for _ in range(n_up - 1):
             out = width if constant_filters else width // 2
-            layers += block(nn.ConvTranspose2d(width, out, 4, 2, 1, bias=not use_bn), out)
+            layers += block(nn.ConvTranspose2d(width, out, 4, 2, 1, bias=False), out)
             width = out
         for _ in range(n_extra_layers):
-            layers += block(nn.Conv2d(width, width, 3, 1, 1, bias=not use_bn), width)
+            layers += block(nn.Conv2d(width, width, 3, 1, 1, bias=False), width)
         layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
 
