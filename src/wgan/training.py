@@ -451,10 +451,11 @@ class Trainer:
     def _stop_within_step(self, done: int, total: int) -> bool:
         """Whether to stop after ``done`` of a long step's ``total`` critic steps.
 
-        A warm-up generator step has 100 critic steps by default (a minute on a CPU), longer
-        than schedulers wait after SIGTERM, so such steps may stop part way: the state records
-        how far it got. Under torchrun the ranks agree every 10 critic steps (the same ones on
-        every rank, as they run the same schedule); one process looks at every step.
+        A warm-up generator step has 100 critic steps by default (half a minute at 64x64 on a
+        CPU), longer than schedulers wait after SIGTERM, so such steps may stop part way: the
+        state records how far it got. Under torchrun the ranks agree every 10 critic steps
+        (the same ones on every rank, as they run the same schedule); one process looks at
+        every step.
         """
         if total <= self.opts.n_critic or done >= total:
             return False
