@@ -122,8 +122,9 @@ def processes_mentioning(text: str) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
-def test_sigterm_to_the_launcher_stops_every_process_with_a_saved_state(small_flowers,
-                                                                          tmp_path):
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGKILL"])
+def test_a_signal_to_the_launcher_stops_every_process_with_a_saved_state(small_flowers,
+                                                                           tmp_path, sig):
     flags = []
     for name, value in {**SAME, "steps": 100_000, "snapshot_every": 0}.items():
         flag = "--" + name.replace("_", "-")
@@ -143,9 +144,12 @@ def test_sigterm_to_the_launcher_stops_every_process_with_a_saved_state(small_fl
             time.sleep(0.5)
         assert list(outdir.glob("*/stats.jsonl")), "training did not start"
         assert len(processes_mentioning(str(outdir))) >= 3  # launcher, torchrun, 2 workers
-        launcher.send_signal(signal.SIGTERM)
+        launcher.send_signal(getattr(signal, sig))
         launcher.wait(timeout=180)
-        time.sleep(0.5)
+        # note: after a SIGKILL the launcher is gone at once; its children stop on their own.
+        deadline = time.monotonic() + 120
+        while processes_mentioning(str(outdir)) and time.monotonic() < deadline:
+            time.sleep(0.5)
         left = processes_mentioning(str(outdir))
     finally:
         for pid in [launcher.pid, *processes_mentioning(str(outdir))]:
@@ -154,8 +158,11 @@ def test_sigterm_to_the_launcher_stops_every_process_with_a_saved_state(small_fl
             except ProcessLookupError:
                 pass
     err = log.read_text()
-    assert launcher.returncode == 0, err[-3000:]
-    assert "SIGTERM" in err and "--resume" in err
+    if sig == "SIGKILL":
+        assert launcher.returncode == -signal.SIGKILL
+    else:
+        assert launcher.returncode == 0, err[-3000:]
+    assert "--resume" in err  # the workers' last line
     # Nothing is left running, and the workers saved a state before they stopped.
     assert left == []
     states = list(outdir.glob("*/training-state-*.pt"))
@@ -176,3 +183,15 @@ def test_gpus_refuses_an_uneven_batch_before_starting_any_process(small_flowers,
     assert "--batch-size 16 must be a multiple of --gpus 3" in result.output
     assert result.output.count("must be a multiple") == 1
     assert "torch.distributed.run" not in result.output and not out.exists()
+
+
+def test_gpus_checks_a_resumed_run_before_starting_any_process(small_flowers, tmp_path):
+    from click.testing import CliRunner
+
+    from wgan.cli import main
+
+    run_dir, _ = run_training(options(small_flowers, tmp_path, **{**SAME, "steps": 2}))
+    result = CliRunner().invoke(main, ["train", "--resume", str(run_dir), "--gpus", "3"])
+    assert result.exit_code != 0
+    assert "--batch-size 8 must be a multiple of --gpus 3" in result.output
+    assert "torch.distributed.run" not in result.output

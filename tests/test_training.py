@@ -416,7 +416,14 @@ def test_every_state_counts_every_image_shown(small_flowers, tmp_path):
     for path in states:
         counters = checkpoint.load(path, checkpoint.STATE_FORMAT)["counters"]
         assert counters["images"] == counters["critic_steps"] * 8, (path.name, counters)
-    # ...and a resume from one of them counts on from the right number.
+    # ...and a resume from one of them counts on from the right number (once the newer
+    # states are gone: resuming an older state beside them is refused, as it would fork).
+    with pytest.raises(WganError, match=r"training-state-0000003\.pt is older than the run's "
+                                        r"newest state training-state-0000012\.pt"):
+        run_training(None, resume=run_dir / "training-state-0000003.pt",
+                     resume_flags={"steps": 12})
+    for path in states[1:]:
+        path.unlink()
     resumed, _ = run_training(None, resume=run_dir / "training-state-0000003.pt",
                               resume_flags={"steps": 12})
     final = checkpoint.load(run_dir / "training-state-0000012.pt", checkpoint.STATE_FORMAT)
@@ -445,6 +452,11 @@ def test_a_run_resumes_from_another_working_folder(small_flowers, tmp_path, monk
     monkeypatch.chdir(tmp_path / "runs")
     _, ended = run_training(None, resume=run_dir, resume_flags={"steps": 4})
     assert ended == "done" and checkpoint.step_of(checkpoint.newest_state(run_dir)) == 4
+    # A --data given on resume is saved absolute too.
+    monkeypatch.chdir(small_flowers.parent)
+    run_training(None, resume=run_dir, resume_flags={"steps": 5, "data": "flowers"})
+    state = checkpoint.load(checkpoint.newest_state(run_dir), checkpoint.STATE_FORMAT)
+    assert state["options"]["data"] == str(small_flowers)
 
 
 def test_resume_says_when_the_data_changed(small_flowers, tmp_path, caplog):
@@ -481,3 +493,25 @@ def test_two_processes_cannot_train_in_one_run_folder(small_flowers, tmp_path):
         held.release()
     _, ended = run_training(None, resume=run_dir, resume_flags={"steps": 4})
     assert ended == "done"
+
+
+def test_a_hangup_stops_like_sigterm_with_a_saved_state(small_flowers, tmp_path):
+    import signal
+
+    from wgan.dataset import open_source
+
+    trainer = Trainer(options(small_flowers, tmp_path, steps=50, warmup=False),
+                      open_source(small_flowers, 16), tmp_path)
+    step = trainer.critic_step
+    calls = []
+
+    def critic_step(real, tick):
+        step(real, tick)
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGHUP)
+
+    trainer.critic_step = critic_step
+    assert trainer.train() == "SIGHUP"
+    assert len(calls) == 5  # the step was finished
+    assert checkpoint.step_of(checkpoint.newest_state(tmp_path)) == 1

@@ -106,9 +106,13 @@ def train(config_file, resume, transfer, dry_run, gpus, **kwargs) -> None:
 
     flags = _flags(kwargs)
     if gpus and gpus > 1 and not dry_run and not distributed.launched_by_torchrun():
-        if not resume:  # note: a resume's options come from its state, checked by the workers
-            config = load_config_file(config_file) if config_file else None
-            distributed.check_launch(build_options(flags, config), gpus)
+        if resume:
+            from wgan.training import find_resume_state, resume_options
+
+            opts, _ = resume_options(find_resume_state(resume), flags)
+        else:
+            opts = build_options(flags, load_config_file(config_file) if config_file else None)
+        distributed.check_launch(opts, gpus)
         sys.exit(distributed.launch(gpus, _without_gpus_flag(sys.argv[1:])))
     if resume and transfer:
         raise WganError("--resume and --transfer cannot be used together: --resume goes on "

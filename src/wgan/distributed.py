@@ -104,6 +104,9 @@ def broadcast_object(obj, world: World):
     return box[0]
 
 
+# Signals that make a run finish its step (or critic step), save a state and stop: Ctrl-C,
+# a scheduler's or `kill`'s SIGTERM, and the hangup of a closed terminal. The launcher of
+# ``--gpus N`` passes them on.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Seconds torchrun gives the workers to finish their step and save a state after a stop
 # signal, before it kills them (its own default is 30; a warm-up step on a CPU takes longer).
@@ -123,6 +126,18 @@ def check_launch(opts, nproc: int) -> None:
         raise WganError(f"--gpus {nproc}: this machine has {torch.cuda.device_count()} GPUs")
 
 
+def _die_with_parent() -> None:
+    """In the torchrun child, before it starts: on Linux, have the kernel send it SIGTERM when
+    this launcher dies (even by SIGKILL), so that it stops its workers, who save a state."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """Run ``wgan <argv>`` in ``nproc`` processes on this machine through torchrun.
 
@@ -135,7 +150,7 @@ def launch(nproc: int, argv: list[str]) -> int:
            f"--nproc-per-node={nproc}", "-m", "wgan", *argv]
     env = {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT), **os.environ}
     log.info("launching: %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent)
     stopped: list[int] = []
 
     def forward(signum, frame) -> None:

@@ -26,7 +26,7 @@ from torch import nn
 
 from wgan import checkpoint, images, rundir
 from wgan.dataset import batch_stream, to_model_range
-from wgan.distributed import SINGLE, World, all_reduce_sum, any_rank
+from wgan.distributed import SINGLE, STOP_SIGNALS, World, all_reduce_sum, any_rank
 from wgan.errors import WganError
 from wgan.loss import (
     CriticSchedule,
@@ -479,7 +479,7 @@ class Trainer:
         stream = self._stream()
         if self.counters.step == 0 and self.world.is_main:
             self._save_reals()
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         self._start_time = time.perf_counter()
         tick = TickStats()
         try:
@@ -743,6 +743,25 @@ def model_differences(saved: Any, config: ModelConfig) -> list[str]:
     return out
 
 
+def find_resume_state(resume: str | Path) -> Path:
+    """The state ``--resume`` names: a file, or a run folder's newest readable state. A file
+    older than the newest state in its folder is refused: the run would fork, and a later
+    resume of the folder would pick the abandoned branch."""
+    state_path = checkpoint.find_state(resume)
+    if Path(resume).is_file():
+        check_newest(state_path)
+    return state_path
+
+
+def check_newest(state_path: Path) -> None:
+    newest = checkpoint.newest_state(state_path.parent)
+    if newest is not None and checkpoint.step_of(newest) > (checkpoint.step_of(state_path) or 0):
+        raise WganError(f"{state_path.name} is older than the run's newest state {newest.name}: "
+                        f"resuming from it would leave two histories in {state_path.parent}. "
+                        "Resume the run folder itself, or move the newer training-state files "
+                        "out of it first (or start a new run from it with --transfer)")
+
+
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The generator of a snapshot or training state, in eval mode."""
     data = checkpoint.load(path, (checkpoint.SNAPSHOT_FORMAT, checkpoint.STATE_FORMAT))
@@ -807,9 +826,13 @@ def run_training(
 
     state = None
     if resume is not None:
-        state_path = checkpoint.find_state(resume)
+        state_path = find_resume_state(resume)
         opts, state = resume_options(state_path, resume_flags or {})
         run_dir = state_path.parent
+    # note: saved absolute, so that a resume from another working folder finds the data.
+    opts = dataclasses.replace(
+        opts, data=str(Path(opts.data).absolute()) if opts.data else opts.data,
+        data_root=str(Path(opts.data_root).absolute()) if opts.data_root else None)
     if opts.tensorboard:
         from wgan.tensorboard import require_tensorboard
 
@@ -822,10 +845,6 @@ def run_training(
                               opts.allow_outside_root)
     created = None  # the run folder this call made, removed again if no step is ever done
     if state is None:
-        # note: saved absolute, so that a resume from another working folder finds the data.
-        opts = dataclasses.replace(
-            opts, data=str(Path(opts.data).absolute()) if opts.data else opts.data,
-            data_root=str(Path(opts.data_root).absolute()) if opts.data_root else None)
         run_dir = None
         if world.is_main:
             run_dir = created = rundir.create_run_dir(opts.outdir, opts.desc)
