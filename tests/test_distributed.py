@@ -195,3 +195,13 @@ def test_gpus_checks_a_resumed_run_before_starting_any_process(small_flowers, tm
     assert result.exit_code != 0
     assert "--batch-size 8 must be a multiple of --gpus 3" in result.output
     assert "torch.distributed.run" not in result.output
+    # A run another process trains in is refused in one line, before torchrun too.
+    from wgan.rundir import RunLock
+
+    held = RunLock(run_dir)
+    try:
+        result = CliRunner().invoke(main, ["train", "--resume", str(run_dir), "--gpus", "2"])
+    finally:
+        held.release()
+    assert result.exit_code != 0 and "is training in" in result.output
+    assert "torch.distributed.run" not in result.output

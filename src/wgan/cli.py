@@ -107,9 +107,12 @@ def train(config_file, resume, transfer, dry_run, gpus, **kwargs) -> None:
     flags = _flags(kwargs)
     if gpus and gpus > 1 and not dry_run and not distributed.launched_by_torchrun():
         if resume:
+            from wgan.rundir import RunLock
             from wgan.training import find_resume_state, resume_options
 
-            opts, _ = resume_options(find_resume_state(resume), flags)
+            state_path = find_resume_state(resume)
+            opts, _ = resume_options(state_path, flags)
+            RunLock(state_path.parent).release()  # refuse now if another process trains there
         else:
             opts = build_options(flags, load_config_file(config_file) if config_file else None)
         distributed.check_launch(opts, gpus)
