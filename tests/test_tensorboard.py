@@ -41,8 +41,9 @@ def test_events_mirror_the_run_folder_across_a_resume(tmp_path):
     assert ended == "done"
     first = stats_lines(run_dir)
 
-    # Go on from the state at step 8, as after a crash: steps 9-16 are trained again, and
-    # TensorBoard must show the new values only, once per step.
+    # Go on from the state at step 8, as after a crash before step 16's state was written:
+    # steps 9-16 are trained again, and TensorBoard must show the new values only, once each.
+    (run_dir / "training-state-0000016.pt").unlink()
     run_training(None, dataset=digits, resume=run_dir / "training-state-0000008.pt",
                  resume_flags={"steps": 16})
     stats = stats_lines(run_dir)
