@@ -466,7 +466,7 @@ def test_resume_says_when_the_data_changed(small_flowers, tmp_path, caplog):
         f.unlink()
     with caplog.at_level("WARNING", logger="wgan"):
         run_training(None, resume=run_dir, resume_flags={"steps": 3})
-    assert "the data has changed: 40 images when the run began, 37 now" in caplog.text
+    assert "the data has changed: 40 images in the state resumed from, 37 now" in caplog.text
 
 
 def test_resume_removes_what_a_killed_write_left(small_flowers, tmp_path):
@@ -475,8 +475,10 @@ def test_resume_removes_what_a_killed_write_left(small_flowers, tmp_path):
     stale.write_bytes(b"half a snapshot")
     mine = run_dir / ".notes.tmp"  # not one of ours: kept
     mine.write_text("user file")
+    live = run_dir / f".report.html.{os.getpid()}.tmp"  # a live process is writing it: kept
+    live.write_text("<html>")
     run_training(None, resume=run_dir, resume_flags={"steps": 3})
-    assert not stale.exists() and mine.exists()
+    assert not stale.exists() and mine.exists() and live.exists()
 
 
 def test_two_processes_cannot_train_in_one_run_folder(small_flowers, tmp_path):
@@ -515,3 +517,62 @@ def test_a_hangup_stops_like_sigterm_with_a_saved_state(small_flowers, tmp_path)
     assert trainer.train() == "SIGHUP"
     assert len(calls) == 5  # the step was finished
     assert checkpoint.step_of(checkpoint.newest_state(tmp_path)) == 1
+
+
+def test_a_second_signal_inside_a_state_write_still_gives_one_line(small_flowers, tmp_path,
+                                                                    monkeypatch):
+    from wgan.training import StopNow
+
+    real_save = torch.save
+
+    def interrupted(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and "opt_c" in obj:  # a training state
+            try:  # as when the signal lands inside torch's zip writer
+                raise StopNow("SIGINT")
+            except StopNow:
+                raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos") from None
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(WganError, match="^SIGINT again: stopped at once without saving; no "
+                                        "training state was saved$"):
+        run_training(options(small_flowers, tmp_path, steps=4))
+    assert not list(tmp_path.rglob("training-state-*")) and not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_a_signal_while_the_run_is_set_up_stops_it_with_a_state(small_flowers, tmp_path,
+                                                                 monkeypatch):
+    from wgan import rundir
+
+    attach = rundir.attach_log_file
+
+    def attach_then_signal(run_dir):
+        signal.raise_signal(signal.SIGTERM)  # e.g. a scheduler, while the data is opened
+        return attach(run_dir)
+
+    monkeypatch.setattr(rundir, "attach_log_file", attach_then_signal)
+    run_dir, ended = run_training(options(small_flowers, tmp_path, steps=4))
+    assert ended == "SIGTERM"
+    state = checkpoint.load(run_dir / "training-state-0000000.pt", checkpoint.STATE_FORMAT)
+    assert state["counters"]["step"] == 0 and state["counters"]["critic_steps"] == 0
+    # The handlers are the caller's again.
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_stop_during_the_last_step_is_a_finished_run(small_flowers, tmp_path):
+    from wgan.dataset import open_source
+
+    trainer = Trainer(options(small_flowers, tmp_path, steps=2, warmup=False),
+                      open_source(small_flowers, 16), tmp_path)
+    step = trainer.critic_step
+    calls = []
+
+    def critic_step(real, tick):
+        step(real, tick)
+        calls.append(1)
+        if len(calls) == 7:  # inside the second and last generator step
+            trainer.stop_requested = "SIGTERM"
+
+    trainer.critic_step = critic_step
+    assert trainer.train() == "done"
+    assert trainer.counters.step == 2

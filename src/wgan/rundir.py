@@ -178,13 +178,24 @@ def plot_stats(run_dir: Path) -> Path | None:
     return path
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (e.g. `wgan report` writing into the run folder)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     """Delete the hidden ``.NAME.PID.tmp`` files that a killed process left in ``run_dir``
     (an atomic write's unfinished copy; the complete file, if any, is under its own name)."""
     removed = []
     for path in run_dir.glob(".*.tmp"):
-        name, _, rest = path.name[1:].rpartition(".")[0].rpartition(".")
-        if name and rest.isdigit() and path.is_file():
+        name, _, pid = path.name[1:].rpartition(".")[0].rpartition(".")
+        if name and pid.isdigit() and path.is_file() and not _alive(int(pid)):
             path.unlink(missing_ok=True)
             removed.append(path)
     if removed:

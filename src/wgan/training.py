@@ -530,18 +530,27 @@ class Trainer:
             elif (self.last_state is None
                   or checkpoint.step_of(self.last_state) != self.counters.step):
                 self.save_checkpoints()
-            if (o.metrics and self.stop_requested is None
+            # note: a stop that came during the last step changes nothing: the run is done.
+            finished = self.counters.step >= o.steps and not self.counters.critic_in_step
+            if (o.metrics and (finished or self.stop_requested is None)
                     and self.last_measured != self.counters.step):
                 self.measure()
-        except StopNow as exc:
+        except BaseException as exc:
+            # note: a StopNow raised inside a write (torch.save's zip writer) can come out
+            # wrapped in the writer's own error; the atomic write has removed its copy.
+            stop = exc
+            while stop is not None and not isinstance(stop, StopNow):
+                stop = stop.__context__
+            if stop is None:
+                raise
             where = f"the newest training state is {self.last_state}" if self.last_state else (
                 "no training state was saved")
-            raise WganError(f"{exc} again: stopped at once without saving; {where}") from None
+            raise WganError(f"{stop} again: stopped at once without saving; {where}") from None
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             del stream  # note: ends the DataLoader's worker processes
-        return self.stop_requested or "done"
+        return "done" if finished else self.stop_requested or "done"
 
     def _fold_tick(self, tick: TickStats) -> None:
         """Count a tick's images without a stats line (it holds no generator step)."""
@@ -692,11 +701,10 @@ class Trainer:
         """The full training state for the current step (replacing one of the same step, which
         is older); old states pruned."""
         state_path = self.run_dir / f"training-state-{self.counters.step:07d}.pt"
-        self.last_state = state_path
-        if not self.world.is_main:
-            return
-        checkpoint.save(self.state_dict(), state_path)
-        checkpoint.prune(self.run_dir, "training-state", self.opts.keep_states)
+        if self.world.is_main:
+            checkpoint.save(self.state_dict(), state_path)
+            checkpoint.prune(self.run_dir, "training-state", self.opts.keep_states)
+        self.last_state = state_path  # note: only once it is there
 
     def measure(self) -> None:
         """Measure ``opts.metrics`` for the current generator; one line per metric in
@@ -816,41 +824,67 @@ def run_training(
 
     ``dataset`` defaults to opening ``opts.data``. With ``resume`` (a run folder or training
     state) the saved options are used and the run goes on in its own folder. In a world of
-    several processes every rank calls this; only rank 0 writes the run folder.
+    several processes every rank calls this; only rank 0 writes the run folder. A stop signal
+    that arrives while the run is being set up stops it before its first step, with a state.
     """
+    early: list[str] = []
+
+    def note_early(signum, frame) -> None:
+        early.append(signal.Signals(signum).name)
+        log.warning("%s received while starting: stopping once the run is set up", early[-1])
+
+    previous = {s: signal.signal(s, note_early) for s in STOP_SIGNALS}
+    try:
+        return _run_training(opts, dataset, resume, transfer, resume_flags, world, early)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _run_training(opts, dataset, resume, transfer, resume_flags, world: World,
+                  early: list[str]) -> tuple[Path, str]:
     from wgan.dataset import open_source
     from wgan.distributed import broadcast_object
 
     if not world.is_main:
         logging.getLogger("wgan").setLevel(logging.WARNING)
 
-    state = None
-    if resume is not None:
-        state_path = find_resume_state(resume)
-        opts, state = resume_options(state_path, resume_flags or {})
-        run_dir = state_path.parent
-    # note: saved absolute, so that a resume from another working folder finds the data.
-    opts = dataclasses.replace(
-        opts, data=str(Path(opts.data).absolute()) if opts.data else opts.data,
-        data_root=str(Path(opts.data_root).absolute()) if opts.data_root else None)
-    if opts.tensorboard:
-        from wgan.tensorboard import require_tensorboard
+    state = lock = None
+    try:
+        if resume is not None:
+            folder = Path(resume) if Path(resume).is_dir() else Path(resume).parent
+            # note: locked before the state is chosen, so a process that is still saving
+            # its last state cannot make this one pick the one before.
+            lock = rundir.RunLock(folder) if world.is_main and folder.is_dir() else None
+            state_path = find_resume_state(resume)
+            opts, state = resume_options(state_path, resume_flags or {})
+            run_dir = state_path.parent
+        # note: saved absolute, so that a resume from another working folder finds the data.
+        opts = dataclasses.replace(
+            opts, data=str(Path(opts.data).absolute()) if opts.data else opts.data,
+            data_root=str(Path(opts.data_root).absolute()) if opts.data_root else None)
+        if opts.tensorboard:
+            from wgan.tensorboard import require_tensorboard
 
-        require_tensorboard()
-    if dataset is None:
-        if not opts.data:
-            raise WganError("--data is required: a folder of images, a CSV list, an LMDB "
-                            "folder or a pack file")
-        dataset = open_source(opts.data, opts.image_size, opts.channels, opts.data_root,
-                              opts.allow_outside_root)
+            require_tensorboard()
+        if dataset is None:
+            if not opts.data:
+                raise WganError("--data is required: a folder of images, a CSV list, an LMDB "
+                                "folder or a pack file")
+            dataset = open_source(opts.data, opts.image_size, opts.channels, opts.data_root,
+                                  opts.allow_outside_root)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     created = None  # the run folder this call made, removed again if no step is ever done
     if state is None:
         run_dir = None
         if world.is_main:
             run_dir = created = rundir.create_run_dir(opts.outdir, opts.desc)
             rundir.write_json(run_dir / "training_options.json", opts.to_dict())
+            lock = rundir.RunLock(run_dir)
         run_dir = broadcast_object(run_dir, world)
-    lock = rundir.RunLock(run_dir) if world.is_main else None
     handler = rundir.attach_log_file(run_dir) if world.is_main else logging.NullHandler()
     trainer = None
     unfinished = True  # the folder goes if this stays True and no step was done
@@ -862,9 +896,9 @@ def run_training(
             if world.is_main:
                 rundir.truncate_stats(run_dir, trainer.counters.step)
                 rundir.remove_stale_temporaries(run_dir)
-            if state.get("data_count") not in (None, len(dataset)):
-                log.warning("the data has changed: %d images when the run began, %d now; the "
-                            "batches from here on differ from the run's original plan",
+            if state.get("data_count") not in (None, len(dataset)) and world.is_main:
+                log.warning("the data has changed: %d images in the state resumed from, %d "
+                            "now; the batches from here on differ from the run's original plan",
                             state["data_count"], len(dataset))
             log.info("resuming %s at generator step %d", run_dir, trainer.counters.step)
             if trainer.counters.step >= opts.steps:
@@ -893,6 +927,8 @@ def run_training(
 
             trainer.tensorboard = TensorBoardLog(run_dir, trainer.counters.step)
             log.info("TensorBoard events in %s/tensorboard", run_dir)
+        if early:
+            trainer.stop_requested = early[0]
         ended = trainer.train()
         if ended != "done":
             log.warning("stopped by %s at generator step %d; resume with: wgan train --resume %s",
