@@ -26,6 +26,31 @@ def options(data, outdir, **kw):
     return build_options({**TINY, "data": str(data), "outdir": str(outdir), **kw})
 
 
+def after_critic_steps(trainer, actions: dict) -> list[int]:
+    """Make ``trainer`` call ``actions[n]()`` right after its n-th critic step (counting from
+    1); returns the list that counts the critic steps done."""
+    step = trainer.critic_step
+    calls: list[int] = []
+
+    def critic_step(real, tick):
+        step(real, tick)
+        calls.append(1)
+        if len(calls) in actions:
+            actions[len(calls)]()
+
+    trainer.critic_step = critic_step
+    return calls
+
+
+def stop_with(trainer, name: str):
+    """An action that asks ``trainer`` to stop as the signal ``name`` would."""
+    return lambda: setattr(trainer, "stop_requested", name)
+
+
+def raise_signal(sig):
+    return lambda: signal.raise_signal(sig)
+
+
 def test_critic_weights_stay_clipped(small_flowers, tmp_path):
     from wgan.dataset import open_source
 
@@ -355,16 +380,8 @@ def test_a_stop_inside_a_long_warm_up_step_resumes_exactly(small_flowers, tmp_pa
     run_dir.mkdir()
     trainer = Trainer(options(small_flowers, run_dir, **flags), open_source(small_flowers, 16),
                       run_dir)
-    step = trainer.critic_step
-    calls = []
-
-    def critic_step(real, tick):
-        step(real, tick)
-        calls.append(1)
-        if len(calls) == 12 + 7:  # the 7th critic step of the second generator step
-            trainer.stop_requested = "SIGTERM"
-
-    trainer.critic_step = critic_step
+    # Stop after the 7th critic step of the second generator step.
+    calls = after_critic_steps(trainer, {12 + 7: stop_with(trainer, "SIGTERM")})
     assert trainer.train() == "SIGTERM"
     assert len(calls) == 12 + 7  # it did not finish the step
     saved = checkpoint.load(run_dir / "training-state-0000001.pt", checkpoint.STATE_FORMAT)
@@ -381,24 +398,12 @@ def test_a_stop_inside_a_long_warm_up_step_resumes_exactly(small_flowers, tmp_pa
 
 
 def test_a_second_signal_stops_at_once_without_saving(small_flowers, tmp_path):
-    import signal
-
     from wgan.dataset import open_source
 
     trainer = Trainer(options(small_flowers, tmp_path, steps=50, warmup=False),
                       open_source(small_flowers, 16), tmp_path)
-    step = trainer.critic_step
-    calls = []
-
-    def critic_step(real, tick):
-        step(real, tick)
-        calls.append(1)
-        if len(calls) == 3:
-            signal.raise_signal(signal.SIGINT)
-        if len(calls) == 4:
-            signal.raise_signal(signal.SIGINT)
-
-    trainer.critic_step = critic_step
+    calls = after_critic_steps(trainer, {3: raise_signal(signal.SIGINT),
+                                         4: raise_signal(signal.SIGINT)})
     with pytest.raises(WganError, match="SIGINT again: stopped at once without saving; no "
                                         "training state was saved"):
         trainer.train()
@@ -498,22 +503,11 @@ def test_two_processes_cannot_train_in_one_run_folder(small_flowers, tmp_path):
 
 
 def test_a_hangup_stops_like_sigterm_with_a_saved_state(small_flowers, tmp_path):
-    import signal
-
     from wgan.dataset import open_source
 
     trainer = Trainer(options(small_flowers, tmp_path, steps=50, warmup=False),
                       open_source(small_flowers, 16), tmp_path)
-    step = trainer.critic_step
-    calls = []
-
-    def critic_step(real, tick):
-        step(real, tick)
-        calls.append(1)
-        if len(calls) == 3:
-            signal.raise_signal(signal.SIGHUP)
-
-    trainer.critic_step = critic_step
+    calls = after_critic_steps(trainer, {3: raise_signal(signal.SIGHUP)})
     assert trainer.train() == "SIGHUP"
     assert len(calls) == 5  # the step was finished
     assert checkpoint.step_of(checkpoint.newest_state(tmp_path)) == 1
@@ -564,15 +558,7 @@ def test_a_stop_during_the_last_step_is_a_finished_run(small_flowers, tmp_path):
 
     trainer = Trainer(options(small_flowers, tmp_path, steps=2, warmup=False),
                       open_source(small_flowers, 16), tmp_path)
-    step = trainer.critic_step
-    calls = []
-
-    def critic_step(real, tick):
-        step(real, tick)
-        calls.append(1)
-        if len(calls) == 7:  # inside the second and last generator step
-            trainer.stop_requested = "SIGTERM"
-
-    trainer.critic_step = critic_step
+    # Stop inside the second and last generator step.
+    after_critic_steps(trainer, {7: stop_with(trainer, "SIGTERM")})
     assert trainer.train() == "done"
     assert trainer.counters.step == 2
